@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+############################################################################
+#
+# MODULE:       i.ann.maskrcnn.detect
+# PURPOSE:      Detect objects in imagery with a trained Mask R-CNN model
+# COPYRIGHT:    (C) 2026 the i.ann.maskrcnn authors
+#               This program is free software under the GNU General Public
+#               License (>=v2). Read the file COPYING that comes with GRASS
+#               for details.
+#
+############################################################################
+
+# %module
+# % description: Detects objects in imagery with a Mask R-CNN model and writes them as vector maps.
+# % keyword: imagery
+# % keyword: artificial neural network
+# % keyword: deep learning
+# % keyword: instance segmentation
+# % keyword: object detection
+# % keyword: vector
+# %end
+
+# %flag
+# % key: e
+# % description: Georeferencing of the files in images_directory is external (world file or .aux.xml)
+# % guisection: Input
+# %end
+
+# %option G_OPT_R_INPUTS
+# % key: band1
+# % label: Raster maps used as the first band
+# % description: Several maps (comma-separated) for several images
+# % required: no
+# % guisection: Input
+# %end
+
+# %option G_OPT_R_INPUTS
+# % key: band2
+# % label: Raster maps used as the second band
+# % description: Several maps (comma-separated) for several images
+# % required: no
+# % guisection: Input
+# %end
+
+# %option G_OPT_R_INPUTS
+# % key: band3
+# % label: Raster maps used as the third band
+# % description: Several maps (comma-separated) for several images
+# % required: no
+# % guisection: Input
+# %end
+
+# %option G_OPT_M_DIR
+# % key: images_directory
+# % label: Directory with georeferenced images to detect in
+# % required: no
+# % guisection: Input
+# %end
+
+# %option
+# % key: images_format
+# % type: string
+# % label: File name suffix of the images in images_directory
+# % description: For example jpg, png, tif
+# % required: no
+# % guisection: Input
+# %end
+
+# %option G_OPT_F_INPUT
+# % key: model
+# % label: Trained model (.h5 file)
+# % required: yes
+# % guisection: Model
+# %end
+
+# %option
+# % key: classes
+# % type: string
+# % label: Names of classes
+# % description: In the order of the class ids the model was trained with
+# % required: yes
+# % multiple: yes
+# % guisection: Model
+# %end
+
+# %option
+# % key: output_type
+# % type: string
+# % label: Type of output features
+# % options: area,point
+# % answer: area
+# % guisection: Output
+# %end
+
+# %rules
+# % required: band1, images_directory
+# % requires_all: band1, band2, band3
+# % requires_all: images_directory, images_format
+# % requires: images_format, images_directory
+# % requires: -e, images_directory
+# %end
+
+import os
+import sys
+
+import grass.script as gs
+
+
+def find_library():
+    """Put maskrcnnlib on sys.path: the source tree first, then the installed addon."""
+    source_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidates = [source_root]
+    installed = gs.utils.get_lib_path(modname="i.ann.maskrcnn", libname="maskrcnnlib")
+    if installed:
+        candidates += installed.split(os.pathsep)
+    for path in candidates:
+        if os.path.isfile(os.path.join(path, "maskrcnnlib", "__init__.py")):
+            sys.path.insert(0, path)
+            return path
+    gs.fatal(_("Cannot find the maskrcnnlib library of i.ann.maskrcnn (looked in: {})").format(
+        ", ".join(candidates)))
+
+
+def split_list(value):
+    return [item.strip() for item in value.split(",")] if value else []
+
+
+def check_options(options, flags):
+    """Reject values the parser cannot check; return the class names."""
+    bands = [split_list(options[key]) for key in ("band1", "band2", "band3")]
+    if len({len(maps) for maps in bands}) != 1:
+        gs.fatal(_("band1, band2 and band3 must list the same number of raster maps "
+                   "(got {}, {} and {})").format(*[len(maps) for maps in bands]))
+    for name in bands[0] + bands[1] + bands[2]:
+        if not gs.find_file(name, element="cell")["fullname"]:
+            gs.fatal(_("Raster map <{}> not found").format(name))
+    if options["images_directory"] and not os.path.isdir(options["images_directory"]):
+        gs.fatal(_("Directory <{}> does not exist").format(options["images_directory"]))
+    if not os.path.isfile(options["model"]):
+        gs.fatal(_("Model file <{}> does not exist").format(options["model"]))
+    classes = split_list(options["classes"])
+    if any(not name for name in classes):
+        gs.fatal(_("Empty class name in classes=<{}>").format(options["classes"]))
+    if len(set(classes)) != len(classes):
+        gs.fatal(_("Two or more classes have the same name: {}").format(options["classes"]))
+    return classes
+
+
+def main(options, flags):
+    check_options(options, flags)
+    find_library()
+    import maskrcnnlib
+
+    gs.fatal(_("Detection is not built yet in i.ann.maskrcnn {}: the options are valid, "
+               "but this version cannot detect objects").format(maskrcnnlib.__version__))
+
+
+if __name__ == "__main__":
+    sys.exit(main(*gs.parser()))

@@ -1,0 +1,74 @@
+"""The addon installs with g.extension and with make, and the installed modules run."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, copy_source_tree
+
+pytestmark = pytest.mark.grass
+MODULES = ("i.ann.maskrcnn.train", "i.ann.maskrcnn.detect")
+
+
+def test_g_extension_installs_both_modules_and_the_library(addon):
+    result = addon["result"]
+    assert result.returncode == 0, result.stderr
+    base = addon["base"]
+    for module in MODULES:
+        assert os.access(base / "scripts" / module, os.X_OK)
+        assert (base / "docs" / "html" / f"{module}.html").is_file()
+    assert (base / "docs" / "html" / "i.ann.maskrcnn.html").is_file()
+    library = base / "etc" / "i.ann.maskrcnn" / "maskrcnnlib"
+    source_files = sorted(p.relative_to(ROOT / "maskrcnnlib")
+                          for p in (ROOT / "maskrcnnlib").rglob("*.py"))
+    installed = sorted(p.relative_to(library) for p in library.rglob("*.py"))
+    assert installed == source_files
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_installed_module_prints_help(addon, run_module, module):
+    result = run_module(module, "--help", env=addon["env"])
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stderr + result.stdout
+
+
+def test_installed_train_finds_the_installed_library(addon, run_module, tmp_path):
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    result = run_module("i.ann.maskrcnn.train", env=addon["env"], cwd=tmp_path,
+                        training_dataset=dataset, classes="building,tree",
+                        logs=tmp_path / "logs", name="test")
+    assert result.returncode != 0
+    # The message carries the library's version: the library was imported.
+    assert "Training is not built yet in i.ann.maskrcnn 0." in result.stderr
+
+
+def test_installed_detect_finds_the_installed_library(addon, run_module, tmp_path):
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"")
+    result = run_module("i.ann.maskrcnn.detect", env=addon["env"], cwd=tmp_path,
+                        images_directory=tmp_path, images_format="png", model=model,
+                        classes="building")
+    assert result.returncode != 0
+    assert "Detection is not built yet in i.ann.maskrcnn 0." in result.stderr
+
+
+def test_make_builds_against_grass_dev(grass_session, tmp_path):
+    """make MODULE_TOPDIR=/usr/lib/grass82 builds, into directories of our choice."""
+    source = copy_source_tree(tmp_path / "src")
+    out = tmp_path / "dist"
+    gisbase = grass_session["GISBASE"]
+    command = ["make", f"MODULE_TOPDIR={gisbase}", f"RUN_GISRC={grass_session['GISRC']}",
+               f"BIN={out}/bin", f"HTMLDIR={out}/docs/html", f"RESTDIR={out}/docs/rest",
+               f"MANBASEDIR={out}/docs/man", f"SCRIPTDIR={out}/scripts",
+               f"STRINGDIR={out}", f"ETC={out}/etc", f"ERRORLOG={out}/errors.log"]
+    result = subprocess.run(command, cwd=source, env=grass_session, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (out / "errors.log").exists(), (out / "errors.log").read_text()
+    for module in MODULES:
+        assert os.access(out / "scripts" / module, os.X_OK)
+        page = (out / "docs" / "html" / f"{module}.html").read_text()
+        assert "DESCRIPTION" in page and "model" in page
+    assert (out / "etc" / "i.ann.maskrcnn" / "maskrcnnlib" / "__init__.py").is_file()
