@@ -1,0 +1,40 @@
+"""Feature pyramid (top-down path) with matterport's layer names.
+
+    P5 = fpn_c5p5(C5)                                  1x1 conv
+    P4 = fpn_p4add(fpn_p5upsampled(P5), fpn_c4p4(C4))  nearest x2 + 1x1 conv
+    P3 = fpn_p3add(fpn_p4upsampled(P4), fpn_c3p3(C3))
+    P2 = fpn_p2add(fpn_p3upsampled(P3), fpn_c2p2(C2))
+    P2..P5 = fpn_p2..fpn_p5 (3x3 conv, "same") of the sums above
+    P6 = fpn_p6(P5): max pooling 1x1 with stride 2 (plain subsampling)
+"""
+
+from keras import layers
+
+
+def build_fpn(C2, C3, C4, C5, pyramid_size=256):
+    """Build the pyramid on backbone features.
+
+    C2..C5: KerasTensors [B, H/s, W/s, channels] at strides s = 4, 8, 16, 32
+        (each exactly twice the size of the next).
+    pyramid_size: channels of every pyramid level (matterport's
+        TOP_DOWN_PYRAMID_SIZE, 256).
+
+    Returns [P2, P3, P4, P5, P6], each [B, H/s, W/s, pyramid_size] at strides
+    4, 8, 16, 32, 64. P6 feeds only the RPN.
+    """
+    p5 = layers.Conv2D(pyramid_size, (1, 1), name="fpn_c5p5")(C5)
+    p4 = layers.Add(name="fpn_p4add")([
+        layers.UpSampling2D(size=(2, 2), name="fpn_p5upsampled")(p5),
+        layers.Conv2D(pyramid_size, (1, 1), name="fpn_c4p4")(C4)])
+    p3 = layers.Add(name="fpn_p3add")([
+        layers.UpSampling2D(size=(2, 2), name="fpn_p4upsampled")(p4),
+        layers.Conv2D(pyramid_size, (1, 1), name="fpn_c3p3")(C3)])
+    p2 = layers.Add(name="fpn_p2add")([
+        layers.UpSampling2D(size=(2, 2), name="fpn_p3upsampled")(p3),
+        layers.Conv2D(pyramid_size, (1, 1), name="fpn_c2p2")(C2)])
+    p2 = layers.Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p2")(p2)
+    p3 = layers.Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p3")(p3)
+    p4 = layers.Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p4")(p4)
+    p5 = layers.Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p5")(p5)
+    p6 = layers.MaxPooling2D(pool_size=(1, 1), strides=2, name="fpn_p6")(p5)
+    return [p2, p3, p4, p5, p6]
