@@ -1,0 +1,136 @@
+"""The five Mask R-CNN losses (matterport's definitions), written with keras.ops.
+
+Every loss is a float32 scalar: a mean over the entries that take part (anchors or ROIs
+picked by their match / class), or 0 when none take part. Means are computed as masked
+sums over fixed shapes, so nothing here has a data-dependent shape.
+"""
+
+from keras import ops
+
+# tf.keras's backend epsilon, used by matterport's binary cross-entropy.
+_EPSILON = 1e-7
+
+
+def smooth_l1(y_true, y_pred):
+    """Element-wise smooth L1: 0.5 d^2 where |d| < 1, else |d| - 0.5 (d = y_true - y_pred)."""
+    diff = ops.abs(y_true - y_pred)
+    less_than_one = ops.cast(diff < 1.0, "float32")
+    return less_than_one * 0.5 * diff ** 2 + (1.0 - less_than_one) * (diff - 0.5)
+
+
+def _masked_mean(values, mask):
+    """Mean of ``values`` where ``mask`` (broadcast to values' shape) is True; 0 if none."""
+    mask = ops.broadcast_to(mask, ops.shape(values))
+    total = ops.sum(ops.where(mask, values, 0.0))
+    count = ops.sum(ops.cast(mask, "float32"))
+    return ops.where(count > 0, total / ops.maximum(count, 1.0), 0.0)
+
+
+def _squeeze_match(rpn_match):
+    """rpn_match [B, A, 1] or [B, A] -> [B, A] int32."""
+    if len(rpn_match.shape) == 3:
+        rpn_match = rpn_match[..., 0]
+    return ops.cast(rpn_match, "int32")
+
+
+def rpn_class_loss(rpn_match, rpn_class_logits):
+    """Cross-entropy of the RPN's anchor classifier over positive and negative anchors.
+
+    rpn_match: [B, A, 1] or [B, A], 1 positive, -1 negative, 0 neutral (ignored).
+    rpn_class_logits: [B, A, 2] (background, foreground) logits.
+    """
+    rpn_match = _squeeze_match(rpn_match)
+    anchor_class = ops.cast(rpn_match == 1, "int32")
+    loss = ops.sparse_categorical_crossentropy(
+        anchor_class, ops.cast(rpn_class_logits, "float32"), from_logits=True)
+    return _masked_mean(loss, rpn_match != 0)
+
+
+def rpn_bbox_loss(target_bbox, rpn_match, rpn_bbox, images_per_gpu=None):
+    """Smooth L1 between the RPN's deltas and their targets, over positive anchors.
+
+    target_bbox: [B, M, 4] targets of each image's positive anchors packed at the front
+        (the k-th positive anchor in anchor order owns row k), zero padded.
+    rpn_match: [B, A, 1] or [B, A]; rpn_bbox: [B, A, 4] predicted deltas.
+    images_per_gpu: accepted for matterport's signature; unused (any batch size works).
+    """
+    del images_per_gpu
+    positive = _squeeze_match(rpn_match) == 1
+    rank = ops.cumsum(ops.cast(positive, "int32"), axis=1) - 1
+    rank = ops.clip(rank, 0, ops.shape(target_bbox)[1] - 1)
+    index = ops.broadcast_to(rank[..., None], ops.shape(rpn_bbox))
+    targets = ops.take_along_axis(ops.cast(target_bbox, "float32"), index, axis=1)
+    loss = smooth_l1(targets, ops.cast(rpn_bbox, "float32"))
+    return _masked_mean(loss, positive[..., None])
+
+
+def mrcnn_class_loss(target_class_ids, pred_class_logits, active_class_ids):
+    """Cross-entropy of the classifier head over all ROIs (padding counts as background).
+
+    Losses of ROIs whose predicted class is not active in the dataset of the (first)
+    image are dropped, and the mean is over the remaining ROIs (matterport).
+    target_class_ids: [B, R] int; pred_class_logits: [B, R, C];
+    active_class_ids: [B, C] 1/0 (only row 0 is used, as matterport).
+    """
+    logits = ops.cast(pred_class_logits, "float32")
+    pred_class_ids = ops.argmax(logits, axis=-1)
+    pred_active = ops.take(ops.cast(active_class_ids[0], "float32"), pred_class_ids)
+    loss = ops.sparse_categorical_crossentropy(
+        ops.cast(target_class_ids, "int32"), logits, from_logits=True)
+    total = ops.sum(loss * pred_active)
+    count = ops.sum(pred_active)
+    return ops.where(count > 0, total / ops.where(count > 0, count, 1.0), 0.0)
+
+
+def mrcnn_bbox_loss(target_bbox, target_class_ids, pred_bbox):
+    """Smooth L1 of the class-specific box deltas over positive ROIs (class id > 0).
+
+    target_bbox: [B, R, 4]; target_class_ids: [B, R] int; pred_bbox: [B, R, C, 4].
+    """
+    class_ids = ops.cast(target_class_ids, "int32")
+    index = ops.broadcast_to(class_ids[..., None, None], ops.shape(pred_bbox)[:2] + (1, 4))
+    pred = ops.take_along_axis(ops.cast(pred_bbox, "float32"), index, axis=2)[:, :, 0]
+    loss = smooth_l1(ops.cast(target_bbox, "float32"), pred)
+    return _masked_mean(loss, (class_ids > 0)[..., None])
+
+
+def binary_crossentropy(target, output):
+    """tf.keras 2 backend binary cross-entropy on probabilities (what matterport used)."""
+    output = ops.clip(output, _EPSILON, 1.0 - _EPSILON)
+    return -(target * ops.log(output + _EPSILON)
+             + (1.0 - target) * ops.log(1.0 - output + _EPSILON))
+
+
+def mrcnn_mask_loss(target_masks, target_class_ids, pred_masks):
+    """Binary cross-entropy of the class-specific mask over positive ROIs' pixels.
+
+    target_masks: [B, R, h, w] 0/1; target_class_ids: [B, R] int;
+    pred_masks: [B, R, h, w, C] probabilities (sigmoid output).
+    """
+    class_ids = ops.cast(target_class_ids, "int32")
+    shape = ops.shape(pred_masks)
+    index = ops.broadcast_to(class_ids[:, :, None, None, None], tuple(shape[:4]) + (1,))
+    pred = ops.take_along_axis(ops.cast(pred_masks, "float32"), index, axis=4)[..., 0]
+    loss = binary_crossentropy(ops.cast(target_masks, "float32"), pred)
+    return _masked_mean(loss, (class_ids > 0)[:, :, None, None])
+
+
+def compute_losses(rpn_match, rpn_bbox_targets, rpn_class_logits, rpn_bbox,
+                   target_class_ids, target_bbox, target_masks,
+                   mrcnn_class_logits, mrcnn_bbox, mrcnn_mask, active_class_ids):
+    """All five losses, named as matterport's (without the ``_loss`` suffix).
+
+    Shapes as in the single losses: rpn_match [B, A(, 1)], rpn_bbox_targets [B, M, 4],
+    rpn_class_logits [B, A, 2], rpn_bbox [B, A, 4], target_class_ids [B, R],
+    target_bbox [B, R, 4], target_masks [B, R, h, w], mrcnn_class_logits [B, R, C],
+    mrcnn_bbox [B, R, C, 4], mrcnn_mask [B, R, h, w, C], active_class_ids [B, C].
+    Returns a dict rpn_class, rpn_bbox, mrcnn_class, mrcnn_bbox, mrcnn_mask of scalars.
+    """
+    return {
+        "rpn_class": rpn_class_loss(rpn_match, rpn_class_logits),
+        "rpn_bbox": rpn_bbox_loss(rpn_bbox_targets, rpn_match, rpn_bbox),
+        "mrcnn_class": mrcnn_class_loss(target_class_ids, mrcnn_class_logits,
+                                        active_class_ids),
+        "mrcnn_bbox": mrcnn_bbox_loss(target_bbox, target_class_ids, mrcnn_bbox),
+        "mrcnn_mask": mrcnn_mask_loss(target_masks, target_class_ids, mrcnn_mask),
+    }
