@@ -1,0 +1,130 @@
+"""From instances to the training graph's input batches (tf.data).
+
+A sample is (image [H, W, bands] any dtype, masks bool [H, W, N], class_ids [N]
+int, 1-based). Per sample, numpy resizes and pads the image and its masks
+(maskrcnnlib.molding, matterport's rules), derives the boxes from the masks and
+packs the image meta. RPN targets (anchor matching) are computed in a tf.data map
+with TensorFlow ops, not in Python, and samples are batched with padding of the
+instance axis (class id 0 marks padding).
+"""
+import numpy as np
+import tensorflow as tf
+
+from maskrcnnlib.errors import DatasetError
+from maskrcnnlib.model.anchors import compute_backbone_shapes, generate_pyramid_anchors
+from maskrcnnlib.model.rpn_targets import rpn_targets
+from maskrcnnlib.molding import (compose_image_meta, minimize_mask, mold_image, resize_image,
+                                 resize_mask)
+
+
+def extract_boxes(masks):
+    """Pixel boxes [N, (y1, x1, y2, x2)] int32 of masks [H, W, N]; ends exclusive.
+
+    An empty mask gives a zero box (matterport's extract_bboxes).
+    """
+    boxes = np.zeros((masks.shape[-1], 4), dtype=np.int32)
+    for i in range(masks.shape[-1]):
+        rows = np.flatnonzero(masks[:, :, i].any(axis=1))
+        cols = np.flatnonzero(masks[:, :, i].any(axis=0))
+        if len(rows):
+            boxes[i] = rows[0], cols[0], rows[-1] + 1, cols[-1] + 1
+    return boxes
+
+
+def prepare_sample(image, masks, class_ids, config, image_id=0, rng=None):
+    """One training sample as numpy arrays for the pipeline.
+
+    Returns a dict: image float32 [H', W', bands] molded; image_meta float32;
+    gt_class_ids int32 [N']; gt_boxes float32 [N', 4] molded pixels;
+    gt_masks bool [h, w, N'] (mini masks or molded size). Instances that vanish
+    when resized are dropped; more than config.max_gt_instances are subsampled.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] != config.bands:
+        raise DatasetError("image {} has {} bands, the model takes {}".format(
+            image_id, image.shape[2], config.bands))
+    masks = np.asarray(masks, dtype=bool)
+    if masks.shape[:2] != image.shape[:2]:
+        raise DatasetError("masks of image {} are {}x{}, the image is {}x{}".format(
+            image_id, *masks.shape[:2], *image.shape[:2]))
+    class_ids = np.asarray(class_ids, dtype=np.int32).reshape(-1)
+    resized, window, scale, padding, crop = resize_image(
+        image, min_dim=config.image_min_dim, max_dim=config.image_max_dim,
+        min_scale=config.image_min_scale, mode=config.resize_mode)
+    masks = resize_mask(masks, scale, padding, crop) if masks.shape[2] else np.zeros(
+        resized.shape[:2] + (0,), bool)
+    boxes = extract_boxes(masks)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes, masks, class_ids = boxes[keep], masks[:, :, keep], class_ids[keep]
+    if len(class_ids) > config.max_gt_instances:
+        rng = rng or np.random.default_rng()
+        chosen = np.sort(rng.choice(len(class_ids), config.max_gt_instances, replace=False))
+        boxes, masks, class_ids = boxes[chosen], masks[:, :, chosen], class_ids[chosen]
+    if config.use_mini_mask:
+        masks = minimize_mask(boxes, masks, tuple(config.mini_mask_shape))
+    active = np.ones(config.num_classes, dtype=np.int32)
+    meta = compose_image_meta(image_id, image.shape, resized.shape, window, scale, active)
+    return {
+        "image": mold_image(resized, config.pixel_mean, config.pixel_std),
+        "image_meta": meta.astype(np.float32),
+        "gt_class_ids": class_ids.astype(np.int32),
+        "gt_boxes": boxes.astype(np.float32),
+        "gt_masks": masks.astype(bool),
+    }
+
+
+def _signature(config):
+    height, width, bands = config.image_shape
+    mask_hw = tuple(config.mini_mask_shape) if config.use_mini_mask else (height, width)
+    return {
+        "image": tf.TensorSpec((height, width, bands), tf.float32),
+        "image_meta": tf.TensorSpec((config.image_meta_size,), tf.float32),
+        "gt_class_ids": tf.TensorSpec((None,), tf.int32),
+        "gt_boxes": tf.TensorSpec((None, 4), tf.float32),
+        "gt_masks": tf.TensorSpec(mask_hw + (None,), tf.bool),
+    }
+
+
+def pixel_anchors(config):
+    """Anchors [A, 4] in molded pixels for config.image_shape (matterport's order)."""
+    shapes = compute_backbone_shapes(config.image_shape, config.backbone_strides)
+    return generate_pyramid_anchors(config.rpn_anchor_scales, config.rpn_anchor_ratios,
+                                    shapes, config.backbone_strides,
+                                    config.rpn_anchor_stride).astype(np.float32)
+
+
+def training_dataset(samples, config, batch_size=None, seed=None, repeat=True):
+    """A tf.data.Dataset of training-graph input dicts.
+
+    samples: a callable returning an iterator of prepared samples (prepare_sample
+    dicts); called again for every pass when repeat is True.
+    seed: makes the RPN anchor sampling reproducible (None: random).
+    """
+    batch_size = batch_size or config.batch_size
+    height, width = config.image_shape[:2]
+    anchors = tf.constant(pixel_anchors(config))
+    scale = tf.constant([height - 1, width - 1, height - 1, width - 1], tf.float32)
+    shift = tf.constant([0, 0, 1, 1], tf.float32)
+
+    def add_targets(index, sample):
+        stateless = None if seed is None else tf.stack([tf.cast(seed, tf.int64), index])
+        rpn_match, rpn_bbox = rpn_targets(
+            anchors, sample["gt_class_ids"], sample["gt_boxes"],
+            config.rpn_train_anchors_per_image, config.rpn_bbox_std_dev, seed=stateless)
+        return {
+            "image": sample["image"], "image_meta": sample["image_meta"],
+            "rpn_match": tf.cast(rpn_match, tf.int32), "rpn_bbox_targets": rpn_bbox,
+            "gt_class_ids": sample["gt_class_ids"],
+            "gt_boxes": (sample["gt_boxes"] - shift) / scale,
+            "gt_masks": tf.cast(sample["gt_masks"], tf.float32),
+        }
+
+    dataset = tf.data.Dataset.from_generator(samples, output_signature=_signature(config))
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.enumerate().map(add_targets, num_parallel_calls=tf.data.AUTOTUNE,
+                                      deterministic=True)
+    dataset = dataset.padded_batch(batch_size, drop_remainder=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,69 @@
+"""Detection with a Mask R-CNN: images in, instances (boxes, classes, scores, masks) out.
+
+Images are [height, width, bands] arrays in the original pixel values; results are
+in the original image's pixels: boxes (y1, x1, y2, x2) int32 with exclusive ends,
+masks bool [height, width, N].
+"""
+import numpy as np
+import tensorflow as tf
+
+from maskrcnnlib.model.anchors import anchors_for_config
+from maskrcnnlib.model.maskrcnn import build_inference_model
+from maskrcnnlib.molding import mold_input, unmold_detections
+from maskrcnnlib.weights import HEAD_LAYERS, load_weights_h5, save_weights_h5
+
+
+class Detector:
+    """An inference model and the config it was built from."""
+
+    def __init__(self, config, intermediate=False):
+        config.validate()
+        self.config = config
+        self.model = build_inference_model(config, intermediate=intermediate)
+        self._run = tf.function(self._forward, reduce_retracing=True)
+
+    def _forward(self, images, metas, anchors):
+        return self.model([images, metas, anchors], training=False)
+
+    def load_weights(self, path, exclude_heads=False, strict=True):
+        """Load .h5 weights (matterport layout); returns the LoadReport."""
+        exclude = HEAD_LAYERS if exclude_heads else ()
+        return load_weights_h5(self.model, path, exclude=exclude, strict=strict)
+
+    def save_weights(self, path):
+        save_weights_h5(self.model, path)
+
+    def mold(self, images):
+        """Molded batch [B, H, W, bands], metas [B, meta], windows, anchors [B, A, 4].
+
+        All images of one call must mold to the same shape (same size, or square mode).
+        """
+        molded, metas, windows = zip(*(mold_input(np.asarray(image), self.config, i)
+                                       for i, image in enumerate(images)))
+        shapes = {m.shape for m in molded}
+        if len(shapes) != 1:
+            raise ValueError("images of one batch must mold to one shape, got {}".format(
+                sorted(shapes)))
+        anchors = anchors_for_config(self.config, molded[0].shape)
+        anchors = np.broadcast_to(anchors, (len(images),) + anchors.shape)
+        return (np.stack(molded).astype("float32"), np.stack(metas).astype("float32"),
+                windows, np.ascontiguousarray(anchors, dtype="float32"))
+
+    def raw(self, images):
+        """The network's outputs (numpy) for a list of images, plus the molding."""
+        molded, metas, windows, anchors = self.mold(images)
+        outputs = self._run(tf.constant(molded), tf.constant(metas), tf.constant(anchors))
+        return [np.asarray(o) for o in outputs], molded, windows
+
+    def detect(self, images):
+        """Per image a dict: rois [N, 4], class_ids [N], scores [N], masks [H, W, N]."""
+        outputs, molded, windows = self.raw(images)
+        detections, masks = outputs[0], outputs[1]
+        results = []
+        for i, image in enumerate(images):
+            boxes, class_ids, scores, full_masks = unmold_detections(
+                detections[i], masks[i], np.asarray(image).shape, molded[i].shape,
+                windows[i])
+            results.append({"rois": boxes, "class_ids": class_ids, "scores": scores,
+                            "masks": full_masks})
+        return results

@@ -1,0 +1,204 @@
+"""Mask R-CNN composed from its parts: the inference graph and the training model.
+
+Both are flat functional Keras models whose weight-carrying layers sit at the top
+level under matterport's names (rpn_model nested, as in matterport), so
+maskrcnnlib.weights saves and loads them in the matterport .h5 layout.
+
+Images entering the graphs are molded (maskrcnnlib.molding): [B, H, W, bands]
+float32 with H and W multiples of 64. Boxes inside the graphs are normalized
+(y1, x1, y2, x2) as in matterport.
+"""
+import keras
+import numpy as np
+from keras import layers, ops
+
+from maskrcnnlib.model.anchors import get_anchors, norm_boxes
+from maskrcnnlib.model.backbone import build_resnet
+from maskrcnnlib.model.detection import DetectionLayer
+from maskrcnnlib.model.fpn import build_fpn
+from maskrcnnlib.model.heads import classifier_head, mask_head
+from maskrcnnlib.model.proposals import ProposalLayer
+from maskrcnnlib.model.roi_align import PyramidROIAlign
+from maskrcnnlib.model.rpn import apply_rpn, build_rpn_model
+from maskrcnnlib.model.targets import DetectionTargetLayer
+
+
+@keras.saving.register_keras_serializable(package="maskrcnnlib")
+class ValidRows(layers.Layer):
+    """Drop the trailing all-zero rows shared by every image of the batch.
+
+    Input [B, N, K] whose padding rows (all zero) come last; output [B, n, K] with
+    n the largest count of non-padding rows in the batch. ``columns`` limits the
+    test to the first columns (the box of a detection row). Heads then run on
+    real ROIs and detections only, not on matterport's zero padding.
+    """
+
+    def __init__(self, columns=4, **kwargs):
+        super().__init__(**kwargs)
+        self.columns = int(columns)
+
+    def call(self, rows):
+        real = ops.any(ops.not_equal(rows[..., :self.columns], 0.0), axis=-1)
+        # One past the last real row of any image (a zero row inside stays).
+        position = ops.arange(1, ops.shape(rows)[1] + 1, dtype="int32")[None, :]
+        count = ops.max(ops.where(real, position, 0))
+        return rows[:, :count, :self.columns]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None, self.columns)
+
+    def get_config(self):
+        return {**super().get_config(), "columns": self.columns}
+
+
+@keras.saving.register_keras_serializable(package="maskrcnnlib")
+class AnchorsLayer(layers.Layer):
+    """The normalized anchors of a fixed image shape, repeated for the batch.
+
+    Input: the image batch [B, H, W, bands] (only its batch size is used).
+    Output: [B, A, 4] normalized (y1, x1, y2, x2), matterport's anchor order.
+    """
+
+    def __init__(self, image_shape, scales, ratios, strides, anchor_stride, **kwargs):
+        super().__init__(**kwargs)
+        self.image_shape = [int(v) for v in image_shape[:2]]
+        self.scales = [float(v) for v in scales]
+        self.ratios = [float(v) for v in ratios]
+        self.strides = [int(v) for v in strides]
+        self.anchor_stride = int(anchor_stride)
+        self.anchors = np.array(get_anchors(tuple(self.image_shape), tuple(self.scales),
+                                            tuple(self.ratios), tuple(self.strides),
+                                            self.anchor_stride), dtype="float32")
+
+    def call(self, image):
+        anchors = ops.convert_to_tensor(self.anchors)[None]
+        return ops.repeat(anchors, ops.shape(image)[0], axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.anchors.shape[0], 4)
+
+    def get_config(self):
+        return {**super().get_config(), "image_shape": self.image_shape,
+                "scales": self.scales, "ratios": self.ratios, "strides": self.strides,
+                "anchor_stride": self.anchor_stride}
+
+
+@keras.saving.register_keras_serializable(package="maskrcnnlib")
+class ActiveClassIds(layers.Layer):
+    """The active_class_ids part of image_meta: [B, meta] -> [B, num_classes]."""
+
+    def __init__(self, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def call(self, image_meta):
+        return image_meta[:, -self.num_classes:]
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def _features(image, config, train_bn):
+    """Backbone, FPN and RPN: ([P2..P6], rpn_class_logits, rpn_probs, rpn_bbox)."""
+    _, c2, c3, c4, c5 = build_resnet(image, config.backbone, train_bn, stage5=True)
+    pyramid = build_fpn(c2, c3, c4, c5, config.top_down_pyramid_size)
+    rpn = build_rpn_model(config.rpn_anchor_stride, config.anchors_per_location,
+                          config.top_down_pyramid_size)
+    rpn_class_logits, rpn_probs, rpn_bbox = apply_rpn(rpn, pyramid)
+    return pyramid, rpn_class_logits, rpn_probs, rpn_bbox
+
+
+def build_inference_model(config, intermediate=False):
+    """The detection graph.
+
+    Inputs: input_image [B, H, W, bands] molded; input_image_meta [B, meta];
+    input_anchors [B, A, 4] normalized anchors of the molded shape.
+    Outputs: detections [B, max_instances, 6] (y1, x1, y2, x2 normalized, class_id,
+    score; zero rows after the detections) and mrcnn_mask [B, n, mh, mw, classes]
+    for the first n detection rows (n = the most detections of any image).
+    With ``intermediate``, also rpn_rois [B, proposals, 4], mrcnn_class [B, r, C]
+    and mrcnn_bbox [B, r, C, 4] for the first r (non-padding) proposals,
+    rpn_class_logits, rpn_bbox and P2..P6, for parity checks.
+    """
+    image = keras.Input((None, None, config.bands), name="input_image")
+    image_meta = keras.Input((config.image_meta_size,), name="input_image_meta")
+    anchors = keras.Input((None, 4), name="input_anchors")
+    pyramid, rpn_class_logits, rpn_probs, rpn_bbox = _features(image, config, False)
+    rpn_rois = ProposalLayer(config.post_nms_rois_inference, config.rpn_nms_threshold,
+                             config.pre_nms_limit, config.rpn_bbox_std_dev,
+                             name="ROI")([rpn_probs, rpn_bbox, anchors])
+    rois = ValidRows(name="valid_rois")(rpn_rois)
+    pooled = PyramidROIAlign((config.pool_size,) * 2, name="roi_align_classifier")(
+        [rois, image_meta] + pyramid[:4])
+    _, mrcnn_class, mrcnn_bbox = classifier_head(
+        pooled, config.num_classes, False, config.fpn_classif_fc_layers_size)
+    detections = DetectionLayer(config.detection_max_instances,
+                                config.detection_min_confidence,
+                                config.detection_nms_threshold, config.bbox_std_dev,
+                                name="mrcnn_detection")(
+        [rois, mrcnn_class, mrcnn_bbox, image_meta])
+    detection_boxes = ValidRows(name="valid_detections")(detections)
+    pooled_masks = PyramidROIAlign((config.mask_pool_size,) * 2, name="roi_align_mask")(
+        [detection_boxes, image_meta] + pyramid[:4])
+    mrcnn_mask = mask_head(pooled_masks, config.num_classes, False)
+    outputs = [detections, mrcnn_mask]
+    if intermediate:
+        outputs += [rpn_rois, mrcnn_class, mrcnn_bbox, rpn_class_logits, rpn_bbox] + pyramid
+    return keras.Model([image, image_meta, anchors], outputs, name="mask_rcnn")
+
+
+def build_training_graph(config, seed=None):
+    """The training graph: inputs as produced by maskrcnnlib.dataset, outputs for losses.
+
+    Inputs (dict keys): image [B, H, W, bands] molded (H, W = config.image_shape),
+    image_meta [B, meta], rpn_match [B, A] int32, rpn_bbox_targets [B, T, 4],
+    gt_class_ids [B, G] int32 (0 = padding), gt_boxes [B, G, 4] normalized,
+    gt_masks [B, h, w, G] (mini masks when config.use_mini_mask, else full size).
+    Outputs (dict): the tensors maskrcnnlib.model.losses.compute_losses takes.
+    """
+    height, width, bands = config.image_shape
+    mask_hw = tuple(config.mini_mask_shape) if config.use_mini_mask else (height, width)
+    inputs = {
+        "image": keras.Input((height, width, bands), name="image"),
+        "image_meta": keras.Input((config.image_meta_size,), name="image_meta"),
+        "rpn_match": keras.Input((None,), dtype="int32", name="rpn_match"),
+        "rpn_bbox_targets": keras.Input((None, 4), name="rpn_bbox_targets"),
+        "gt_class_ids": keras.Input((None,), dtype="int32", name="gt_class_ids"),
+        "gt_boxes": keras.Input((None, 4), name="gt_boxes"),
+        "gt_masks": keras.Input(mask_hw + (None,), name="gt_masks"),
+    }
+    train_bn = config.train_bn
+    pyramid, rpn_class_logits, rpn_probs, rpn_bbox = _features(inputs["image"], config,
+                                                               train_bn)
+    anchors = AnchorsLayer(config.image_shape, config.rpn_anchor_scales,
+                           config.rpn_anchor_ratios, config.backbone_strides,
+                           config.rpn_anchor_stride, name="anchors")(inputs["image"])
+    rpn_rois = ProposalLayer(config.post_nms_rois_training, config.rpn_nms_threshold,
+                             config.pre_nms_limit, config.rpn_bbox_std_dev,
+                             name="ROI")([rpn_probs, rpn_bbox, anchors])
+    rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
+        config.train_rois_per_image, config.roi_positive_ratio, config.bbox_std_dev,
+        config.mask_shape, config.use_mini_mask, seed=seed, name="proposal_targets")(
+        [rpn_rois, inputs["gt_class_ids"], inputs["gt_boxes"], inputs["gt_masks"]])
+    pooled = PyramidROIAlign((config.pool_size,) * 2, name="roi_align_classifier")(
+        [rois, inputs["image_meta"]] + pyramid[:4])
+    mrcnn_class_logits, _, mrcnn_bbox = classifier_head(
+        pooled, config.num_classes, train_bn, config.fpn_classif_fc_layers_size)
+    pooled_masks = PyramidROIAlign((config.mask_pool_size,) * 2, name="roi_align_mask")(
+        [rois, inputs["image_meta"]] + pyramid[:4])
+    mrcnn_mask = mask_head(pooled_masks, config.num_classes, train_bn)
+    outputs = {
+        "rpn_match": inputs["rpn_match"], "rpn_bbox_targets": inputs["rpn_bbox_targets"],
+        "rpn_class_logits": rpn_class_logits, "rpn_bbox": rpn_bbox,
+        "target_class_ids": target_class_ids, "target_bbox": target_bbox,
+        "target_masks": target_mask, "mrcnn_class_logits": mrcnn_class_logits,
+        "mrcnn_bbox": mrcnn_bbox, "mrcnn_mask": mrcnn_mask,
+        "active_class_ids": ActiveClassIds(config.num_classes, name="active_class_ids")(
+            inputs["image_meta"]),
+    }
+    return inputs, outputs
+
+
+def normalized_gt_boxes(boxes, image_shape):
+    """Pixel gt boxes [G, 4] -> normalized, matterport's norm_boxes (numpy)."""
+    return norm_boxes(np.asarray(boxes, dtype="float32").reshape(-1, 4), image_shape[:2])

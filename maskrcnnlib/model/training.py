@@ -1,0 +1,117 @@
+"""The training model: Keras fit() over the training graph with matterport's objective.
+
+Loss = the five Mask R-CNN losses (weighted by config.loss_weights) + matterport's
+weight decay: sum over trainable kernels/biases (not batch-norm gamma/beta) of
+weight_decay * sum(w**2) / size(w). SGD with momentum and per-variable gradient
+clipping (matterport's clipnorm). The train_step uses tf.GradientTape: training
+runs on the TensorFlow backend.
+"""
+import keras
+import tensorflow as tf
+from keras import ops
+
+from maskrcnnlib.model.losses import compute_losses
+from maskrcnnlib.model.maskrcnn import build_training_graph
+
+LOSS_KEYS = ("rpn_class", "rpn_bbox", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask")
+
+# Training stages of the 2018 addon, as named layer groups.
+STAGE_GROUPS = {
+    "heads": {"fpn", "rpn", "heads"},
+    "5+": {"stage5", "fpn", "rpn", "heads"},
+    "4+": {"stage4", "stage5", "fpn", "rpn", "heads"},
+    "3+": {"stage3", "stage4", "stage5", "fpn", "rpn", "heads"},
+    "all": {"stage1", "stage2", "stage3", "stage4", "stage5", "fpn", "rpn", "heads"},
+}
+
+
+def layer_group(name):
+    """The named group of a layer from its matterport name, or None (no weights).
+
+    conv1, bn_conv1 -> stage1; res4b_branch2a, bn4b_branch2a -> stage4;
+    fpn_* -> fpn; rpn_model -> rpn; mrcnn_* -> heads.
+    """
+    if name in ("conv1", "bn_conv1"):
+        return "stage1"
+    for prefix in ("res", "bn"):
+        if name.startswith(prefix) and name[len(prefix):len(prefix) + 1].isdigit():
+            return "stage" + name[len(prefix)]
+    if name.startswith("fpn_"):
+        return "fpn"
+    if name == "rpn_model":
+        return "rpn"
+    if name.startswith("mrcnn_"):
+        return "heads"
+    return None
+
+
+def set_trainable_stage(model, stage):
+    """Make only the layers of a training stage ("heads", "4+", ..., "all") trainable."""
+    if stage not in STAGE_GROUPS:
+        raise ValueError("unknown training stage {!r}".format(stage))
+    groups = STAGE_GROUPS[stage]
+    for layer in model.layers:
+        group = layer_group(layer.name)
+        if group is not None:
+            layer.trainable = group in groups
+
+
+class MaskRCNNTrainer(keras.Model):
+    """Functional training graph with a train_step computing the named losses."""
+
+    def __init__(self, config, seed=None, **kwargs):
+        inputs, outputs = build_training_graph(config, seed=seed)
+        super().__init__(inputs=inputs, outputs=outputs, name="mask_rcnn_training",
+                         **kwargs)
+        self.mrcnn_config = config
+        self.loss_weights_by_name = {key: float(config.loss_weights[key + "_loss"])
+                                     for key in LOSS_KEYS}
+        self.loss_trackers = {key: keras.metrics.Mean(name=key) for key in
+                              LOSS_KEYS + ("loss", "weight_decay")}
+
+    @property
+    def metrics(self):
+        return list(self.loss_trackers.values())
+
+    def _objective(self, data, training):
+        outputs = self(data, training=training)
+        losses = compute_losses(**outputs)
+        total = sum(self.loss_weights_by_name[key] * losses[key] for key in LOSS_KEYS)
+        return losses, total
+
+    def weight_decay(self):
+        """matterport's L2 term over trainable kernels and biases."""
+        decay = self.mrcnn_config.weight_decay
+        terms = [ops.sum(ops.square(v)) / ops.cast(ops.size(v), "float32")
+                 for v in self.trainable_variables
+                 if not v.name.endswith(("gamma", "beta"))]
+        return decay * ops.sum(ops.stack(terms)) if terms else ops.zeros(())
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            losses, total = self._objective(data, training=True)
+            decay = self.weight_decay()
+            objective = total + decay
+        variables = self.trainable_variables
+        gradients = tape.gradient(objective, variables)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables) if g is not None])
+        return self._report(losses, objective, decay)
+
+    def test_step(self, data):
+        losses, total = self._objective(data, training=False)
+        return self._report(losses, total + self.weight_decay(), self.weight_decay())
+
+    def _report(self, losses, total, decay):
+        for key in LOSS_KEYS:
+            self.loss_trackers[key].update_state(losses[key])
+        self.loss_trackers["loss"].update_state(total)
+        self.loss_trackers["weight_decay"].update_state(decay)
+        return {key: tracker.result() for key, tracker in self.loss_trackers.items()}
+
+
+def make_optimizer(config, learning_rate=None):
+    """matterport's optimizer: SGD with momentum, each gradient clipped to a norm."""
+    return keras.optimizers.SGD(
+        learning_rate=config.learning_rate if learning_rate is None else learning_rate,
+        momentum=config.learning_momentum, clipnorm=config.gradient_clip_norm)

@@ -1,0 +1,96 @@
+"""The composed network: matterport's weight layout, shapes, trimming and layer groups."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maskrcnnlib.config import Config
+from maskrcnnlib.model.inference import Detector
+from maskrcnnlib.model.maskrcnn import ValidRows, build_inference_model
+from maskrcnnlib.model.training import MaskRCNNTrainer, layer_group, set_trainable_stage
+from maskrcnnlib.weights import layer_weights
+
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / \
+    "matterport_coco_r101_layout.json"
+
+
+def tiny_config(**changes):
+    values = dict(num_classes=3, backbone="resnet18", image_min_dim=64, image_max_dim=64,
+                  rpn_anchor_scales=[8, 16, 32, 64, 128], post_nms_rois_inference=50,
+                  post_nms_rois_training=50, pre_nms_limit=200, train_rois_per_image=16,
+                  rpn_train_anchors_per_image=32, max_gt_instances=5,
+                  fpn_classif_fc_layers_size=32, top_down_pyramid_size=32,
+                  detection_min_confidence=0.0)
+    values.update(changes)
+    return Config(**values).validate()
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="shared reference layout not present")
+def test_inference_model_has_the_layout_of_mask_rcnn_coco():
+    """Every layer with weights, in order, with matterport's weight names and shapes."""
+    reference = json.loads(REFERENCE.read_text())["layers"]
+    expected = [(name, [(w, tuple(s)) for w, s in weights])
+                for name, weights in reference if weights]
+    config = Config(num_classes=81, backbone="resnet101", image_min_dim=128,
+                    image_max_dim=128).validate()
+    model = build_inference_model(config)
+    ours = [(layer.name, [(n, tuple(v.shape)) for n, v in layer_weights(layer)])
+            for layer in model.layers if layer_weights(layer)]
+    assert ours == expected
+
+
+def test_valid_rows_cuts_shared_padding_only():
+    rows = np.zeros((2, 5, 6), "float32")
+    rows[0, :2, :4] = 0.5
+    rows[1, :3, :4] = 0.25  # image 1 has three rows, image 0 two
+    rows[1, 1] = 0.0  # a zero row inside stays
+    out = np.asarray(ValidRows(columns=4)(rows))
+    assert out.shape == (2, 3, 4)
+    np.testing.assert_array_equal(out, rows[:, :3, :4])
+
+
+def test_detector_returns_instances_in_original_pixels():
+    detector = Detector(tiny_config())
+    image = np.random.default_rng(0).integers(0, 255, (40, 64, 3)).astype("uint8")
+    result = detector.detect([image, image])
+    assert len(result) == 2
+    for r in result:
+        count = len(r["class_ids"])
+        assert r["masks"].shape == (40, 64, count) and r["masks"].dtype == bool
+        assert r["rois"].shape == (count, 4) and r["scores"].shape == (count,)
+        assert set(r["class_ids"].tolist()) <= {1, 2}
+        if count:
+            assert r["rois"][:, 2].max() <= 40 and r["rois"][:, 3].max() <= 64
+    np.testing.assert_array_equal(result[0]["rois"], result[1]["rois"])
+
+
+def test_any_band_count():
+    detector = Detector(tiny_config(bands=4))
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 4)).astype("uint8")
+    assert detector.detect([image])[0]["masks"].shape[:2] == (64, 64)
+
+
+def test_layer_groups_follow_matterport_names():
+    assert layer_group("conv1") == "stage1"
+    assert layer_group("bn_conv1") == "stage1"
+    assert layer_group("res4b22_branch2a") == "stage4"
+    assert layer_group("bn5c_branch2c") == "stage5"
+    assert layer_group("fpn_c5p5") == "fpn"
+    assert layer_group("rpn_model") == "rpn"
+    assert layer_group("mrcnn_mask_deconv") == "heads"
+    assert layer_group("roi_align_mask") is None
+
+
+def test_training_stages_select_layer_groups():
+    trainer = MaskRCNNTrainer(tiny_config(), seed=0)
+    set_trainable_stage(trainer, "heads")
+    trainable = {layer.name for layer in trainer.layers if layer.trainable and layer.weights}
+    assert "mrcnn_class_logits" in trainable and "rpn_model" in trainable
+    assert "fpn_p2" in trainable and not {"conv1", "res4a_branch2a"} & trainable
+    set_trainable_stage(trainer, "4+")
+    trainable = {layer.name for layer in trainer.layers if layer.trainable and layer.weights}
+    assert {"res4a_branch2a", "res5a_branch2a", "mrcnn_mask"} <= trainable
+    assert "res3a_branch2a" not in trainable
+    set_trainable_stage(trainer, "all")
+    assert all(layer.trainable for layer in trainer.layers if layer.weights)
