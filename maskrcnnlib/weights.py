@@ -392,3 +392,18 @@ def inspect_h5(path):
                           else None if version is None else str(version)),
         "layer_names": names,
     }
+
+
+def copy_weights(source, target):
+    """Copy weights layer by layer (matching top-level names) from source to target.
+
+    Used to hand a training model's weights to an inference model in memory.
+    Returns the names of the layers copied.
+    """
+    copied = []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        layer.set_weights(source.get_layer(layer.name).get_weights())
+        copied.append(layer.name)
+    return copied

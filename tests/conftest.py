@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # maskrcnnlib from the source tree
+sys.path.insert(0, str(ROOT / "tests"))  # tests/support
 
 
 def grass_config(key):
