@@ -48,7 +48,55 @@
 # % key: training_dataset
 # % label: Directory with the training dataset
 # % description: One folder per image: <id>/<id>.jpg and one mask per instance <id>/<id>-<class>-<n>.png
-# % required: yes
+# % required: no
+# % guisection: Input
+# %end
+
+# %option G_OPT_R_INPUTS
+# % key: input
+# % label: Raster maps to train from, one per band
+# % description: Instead of training_dataset: the current region is cut into chips
+# % required: no
+# % guisection: Input
+# %end
+
+# %option G_OPT_V_INPUT
+# % key: training_map
+# % label: Vector map with training areas (one area per object)
+# % required: no
+# % guisection: Input
+# %end
+
+# %option G_OPT_DB_COLUMN
+# % key: class_column
+# % label: Column of training_map with the class name of each area
+# % required: no
+# % guisection: Input
+# %end
+
+# %option
+# % key: tile_size
+# % type: integer
+# % label: Size of training chips cut from the raster maps (cells)
+# % options: 64-
+# % answer: 256
+# % guisection: Input
+# %end
+
+# %option
+# % key: overlap
+# % type: integer
+# % label: Overlap of neighbouring training chips (cells)
+# % options: 0-
+# % answer: 32
+# % guisection: Input
+# %end
+
+# %option G_OPT_M_DIR
+# % key: chips_directory
+# % label: Directory where the training chips are also written in the dataset layout
+# % description: For reuse with training_dataset
+# % required: no
 # % guisection: Input
 # %end
 
@@ -174,15 +222,59 @@
 # %end
 
 # %option
+# % key: learning_rate
+# % type: double
+# % label: Learning rate
+# % description: Starting from a model, the last stage (all layers) uses a tenth of it
+# % answer: 0.001
+# % guisection: Training
+# %end
+
+# %option
+# % key: seed
+# % type: integer
+# % label: Seed of the random generators
+# % description: The same seed and data give the same training run
+# % guisection: Training
+# %end
+
+# %option
+# % key: augment
+# % type: string
+# % label: Augmentation of training images
+# % description: Random flips and rotations by 90 degrees (masks stay aligned)
+# % options: none,flip_rotate
+# % answer: none
+# % guisection: Training
+# %end
+
+# %option
+# % key: anchor_scales
+# % type: integer
+# % label: Anchor sizes of the five pyramid levels (cells of the resized image)
+# % description: Keep empty to fit them to the sizes of the training objects
+# % key_desc: size
+# % options: 1-
+# % multiple: yes
+# % guisection: Model
+# %end
+
+# %option
 # % key: backbone
 # % type: string
 # % label: Backbone architecture
-# % options: resnet50,resnet101
+# % description: resnet18 and resnet34 are lighter choices for CPUs
+# % options: resnet50,resnet101,resnet18,resnet34
 # % answer: resnet101
 # % guisection: Model
 # %end
 
 # %rules
+# % required: training_dataset, input
+# % exclusive: training_dataset, input
+# % requires_all: input, training_map, class_column
+# % requires: training_map, input
+# % requires: chips_directory, input
 # % requires: -e, model
 # %end
 
@@ -207,9 +299,13 @@ def find_library():
         ", ".join(candidates)))
 
 
+def int_list(value):
+    return [int(v) for v in value.split(",")] if value else []
+
+
 def check_options(options, flags):
     """Reject values the parser cannot check; return the class names."""
-    if not os.path.isdir(options["training_dataset"]):
+    if options["training_dataset"] and not os.path.isdir(options["training_dataset"]):
         gs.fatal(_("Training dataset directory <{}> does not exist").format(
             options["training_dataset"]))
     if options["model"] and not os.path.isfile(options["model"]):
@@ -219,7 +315,7 @@ def check_options(options, flags):
         gs.fatal(_("Empty class name in classes=<{}>").format(options["classes"]))
     if len(set(classes)) != len(classes):
         gs.fatal(_("Two or more classes have the same name: {}").format(options["classes"]))
-    if options["mini_mask_size"] and len(options["mini_mask_size"].split(",")) > 2:
+    if len(int_list(options["mini_mask_size"])) > 2:
         gs.fatal(_("mini_mask_size takes one value (square) or two (height,width)"))
     min_dim, max_dim = int(options["images_min_dim"]), int(options["images_max_dim"])
     if max_dim % 64:
@@ -227,16 +323,57 @@ def check_options(options, flags):
     if min_dim > max_dim:
         gs.fatal(_("images_min_dim ({}) is larger than images_max_dim ({})").format(
             min_dim, max_dim))
+    if options["anchor_scales"] and len(int_list(options["anchor_scales"])) != 5:
+        gs.fatal(_("anchor_scales takes 5 sizes, one per pyramid level"))
+    if int(options["overlap"]) * 2 >= int(options["tile_size"]):
+        gs.fatal(_("overlap ({}) must be less than half of tile_size ({})").format(
+            options["overlap"], options["tile_size"]))
     return classes
 
 
-def main(options, flags):
-    check_options(options, flags)
-    find_library()
-    import maskrcnnlib
+def make_job(options, flags, classes):
+    from maskrcnnlib.train_job import TrainJob
 
-    gs.fatal(_("Training is not built yet in i.ann.maskrcnn {}: the options are valid, "
-               "but this version cannot train a model").format(maskrcnnlib.__version__))
+    return TrainJob(
+        classes=classes, logs=options["logs"], name=options["name"],
+        dataset_dir=options["training_dataset"] or None,
+        bands=options["input"].split(",") if options["input"] else None,
+        training_map=options["training_map"] or None,
+        class_column=options["class_column"] or None,
+        tile_size=int(options["tile_size"]), overlap=int(options["overlap"]),
+        chips_directory=options["chips_directory"] or None,
+        initial_weights=options["model"] or None, exclude_heads=flags["e"],
+        hold_out=flags["s"], train_bn=flags["b"], no_resize=flags["n"],
+        epochs=int(options["epochs"]), steps_per_epoch=int(options["steps_per_epoch"]),
+        validation_steps=int(options["validation_steps"]),
+        rois_per_image=int(options["rois_per_image"]),
+        images_per_gpu=int(options["images_per_gpu"]),
+        gpu_count=int(options["gpu_count"]),
+        mini_mask_size=int_list(options["mini_mask_size"]),
+        images_min_dim=int(options["images_min_dim"]),
+        images_max_dim=int(options["images_max_dim"]), backbone=options["backbone"],
+        learning_rate=float(options["learning_rate"]),
+        seed=int(options["seed"]) if options["seed"] else None,
+        augment=options["augment"] == "flip_rotate",
+        anchor_scales=int_list(options["anchor_scales"]) or None,
+        overwrite=gs.overwrite())
+
+
+def main(options, flags):
+    classes = check_options(options, flags)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no oneDNN/CPU banners
+    find_library()
+    from maskrcnnlib.errors import MaskRCNNError
+
+    job = make_job(options, flags, classes)
+    from maskrcnnlib.train_job import run_train_job
+
+    try:
+        result = run_train_job(job, message=gs.message, percent=gs.percent)
+    except MaskRCNNError as error:
+        gs.fatal(str(error))
+    if result.checkpoints:
+        gs.message(_("Last checkpoint: {}").format(result.checkpoints[-1]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,173 @@
+"""The training pipeline i.ann.maskrcnn.train calls: datasets in, checkpoints out.
+
+Checkpoints: after each epoch logs/mask_rcnn_<name>_<epoch:04d>.h5 (matterport
+layout) and its model card .json beside it, both written atomically. A CSV log
+(mask_rcnn_<name>.csv) and TensorBoard logs go in logs too. Progress and messages
+go to callables given by the caller (the GRASS module passes gs.percent and
+gs.message), so this module never imports GRASS.
+"""
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from maskrcnnlib.dataset.augment import augmented_iterator
+from maskrcnnlib.dataset.pipeline import training_dataset
+from maskrcnnlib.errors import TrainingError
+from maskrcnnlib.model.training import LOSS_KEYS, MaskRCNNTrainer, make_optimizer, \
+    set_trainable_stage
+from maskrcnnlib.modelcard import read_card, write_card
+from maskrcnnlib.train_job import prepare_logs
+from maskrcnnlib.weights import HEAD_LAYERS, load_weights_h5, save_weights_h5
+
+CHECKPOINT = re.compile(r"^mask_rcnn_(?P<name>.+)_(?P<epoch>\d{4})\.h5$")
+
+
+@dataclass
+class TrainingPlan:
+    """What to train: stages as (layer stage, last epoch, learning rate)."""
+
+    stages: list
+    initial_epoch: int = 0
+
+
+@dataclass
+class TrainingResult:
+    checkpoints: list = field(default_factory=list)
+    history: list = field(default_factory=list)  # one dict of losses per epoch
+
+
+def checkpoint_path(logs, name, epoch):
+    return os.path.join(logs, "mask_rcnn_{}_{:04d}.h5".format(name, epoch))
+
+
+def plan_stages(epochs, learning_rate, from_weights, initial_epoch=0):
+    """The 2018 addon's schedule.
+
+    From initial weights: heads until epochs/7, ResNet stage 4 and up until
+    3*(epochs/7), then all layers at a tenth of the rate until epochs (fewer than 7
+    epochs: all layers at a tenth). From scratch: all layers at the given rate (the
+    2018 addon divided it by 10 there too, with no option to set it). A resumed run
+    skips finished epochs.
+    """
+    if from_weights and epochs >= 7:
+        first = epochs // 7
+        stages = [("heads", first, learning_rate), ("4+", first * 3, learning_rate),
+                  ("all", epochs, learning_rate / 10)]
+    elif from_weights:
+        stages = [("all", epochs, learning_rate / 10)]
+    else:
+        stages = [("all", epochs, learning_rate)]
+    stages = [s for s in stages if s[1] > initial_epoch]
+    return TrainingPlan(stages=stages, initial_epoch=initial_epoch)
+
+
+class _EpochReport(keras.callbacks.Callback):
+    """Checkpoint + card per epoch, NaN guard, progress and messages."""
+
+    def __init__(self, trainer, config, logs, name, result, card_extra, message, percent,
+                 steps_per_epoch, total_epochs):
+        super().__init__()
+        self.trainer, self.config, self.logs, self.name = trainer, config, logs, name
+        self.result, self.card_extra = result, card_extra
+        self.message, self.percent = message, percent
+        self.steps_per_epoch, self.total_epochs = steps_per_epoch, total_epochs
+        self.failure = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.monotonic()
+        self.epoch_number = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failure = "the loss became {} at step {} of epoch {}".format(
+                loss, batch + 1, self.epoch_number)
+            self.trainer.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.failure:
+            return
+        number = epoch + 1
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        seconds = (time.monotonic() - self.started) / self.steps_per_epoch
+        entry = dict(logs, epoch=number, seconds_per_step=seconds)
+        self.result.history.append(entry)
+        path = checkpoint_path(self.logs, self.name, number)
+        save_weights_h5(self.trainer, path)
+        write_card(path, self.config, dict(self.card_extra, epoch=number,
+                                           history=self.result.history))
+        self.result.checkpoints.append(path)
+        losses = ", ".join("{} {:.4f}".format(k, logs[k]) for k in ("loss",) + LOSS_KEYS
+                           if k in logs)
+        validation = " validation loss {:.4f},".format(logs["val_loss"]) \
+            if "val_loss" in logs else ""
+        self.message("Epoch {}/{}: {},{} {:.2f} s per step".format(
+            number, self.total_epochs, losses, validation, seconds))
+        self.percent(number, self.total_epochs, 1)
+
+
+def train(config, train_data, logs, name, validation_data=None, initial_weights=None,
+          exclude_heads=False, seed=None, augment=False, card_extra=None,
+          message=print, percent=lambda *args: None):
+    """Train and write checkpoints; returns a TrainingResult.
+
+    config: a validated Config (epochs, steps_per_epoch, validation_steps, ...).
+    train_data / validation_data: datasets with len() and load(i) -> sample.
+    initial_weights: .h5 to start from; one of our checkpoints resumes at its epoch.
+    Raises TrainingError (NaN loss: the last good checkpoint stays).
+    """
+    prepare_logs(logs)
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    trainer = MaskRCNNTrainer(config, seed=seed)
+    initial_epoch, from_weights, card = 0, bool(initial_weights), {}
+    if initial_weights:
+        card = read_card(initial_weights) or {}
+        initial_epoch = int(card.get("epoch", 0))
+        # A resumed run keeps the schedule it started with.
+        from_weights = bool(card.get("started_from_weights", True)) if initial_epoch \
+            else True
+        load_weights_h5(trainer, initial_weights,
+                        exclude=HEAD_LAYERS if exclude_heads and not initial_epoch else ())
+    card_extra = dict(card_extra or {}, started_from_weights=from_weights)
+    plan = plan_stages(config.epochs, config.learning_rate, from_weights, initial_epoch)
+    if not plan.stages:
+        message("Nothing to train: {} already reached epoch {}".format(
+            initial_weights, initial_epoch))
+        return TrainingResult()
+    samples = augmented_iterator(train_data, config, seed=seed, augment=augment)
+    dataset = training_dataset(samples, config, seed=seed)
+    validation = None
+    if validation_data is not None and len(validation_data) and config.validation_steps:
+        validation = training_dataset(
+            augmented_iterator(validation_data, config, seed=seed, augment=False,
+                               shuffle=False), config, seed=seed)
+    result = TrainingResult(history=list(card.get("history", [])) if initial_epoch else [])
+    report = _EpochReport(trainer, config, logs, name, result, card_extra, message,
+                          percent, config.steps_per_epoch, config.epochs)
+    callbacks = [report,
+                 keras.callbacks.CSVLogger(os.path.join(logs, "mask_rcnn_{}.csv".format(name)),
+                                           append=True),
+                 keras.callbacks.TensorBoard(os.path.join(logs, "tensorboard"),
+                                             write_graph=False, profile_batch=0)]
+    epoch = plan.initial_epoch
+    for stage, last_epoch, learning_rate in plan.stages:
+        message("Training {} layers, epochs {} to {}, learning rate {:g}".format(
+            stage, epoch + 1, last_epoch, learning_rate))
+        set_trainable_stage(trainer, stage)
+        trainer.compile(optimizer=make_optimizer(config, learning_rate), jit_compile=False)
+        trainer.fit(dataset, epochs=last_epoch, initial_epoch=epoch,
+                    steps_per_epoch=config.steps_per_epoch, validation_data=validation,
+                    validation_steps=config.validation_steps if validation else None,
+                    callbacks=callbacks, verbose=0, shuffle=False)
+        if report.failure:
+            last = result.checkpoints[-1] if result.checkpoints else (initial_weights or "none")
+            raise TrainingError("Training stopped: {}. The last good checkpoint is {}. "
+                                "Try a lower learning_rate.".format(report.failure, last))
+        epoch = last_epoch
+    return result

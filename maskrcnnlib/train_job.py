@@ -1,0 +1,207 @@
+"""One training run as i.ann.maskrcnn.train describes it: data, model settings, output.
+
+The module turns its options into a TrainJob and calls run_train_job; everything
+else (datasets, normalization, anchors, resume, checkpoints) happens here.
+"""
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from maskrcnnlib.config import Config, default_pixel_mean
+from maskrcnnlib.errors import DatasetError, TrainingError
+from maskrcnnlib.modelcard import config_for_weights, read_card
+
+
+@dataclass
+class TrainJob:
+    classes: list
+    logs: str
+    name: str
+    dataset_dir: str = None  # the directory layout, or:
+    bands: list = None  # raster maps (one per band) with
+    training_map: str = None  # vector areas and
+    class_column: str = None  # their class names
+    tile_size: int = 256
+    overlap: int = 32
+    chips_directory: str = None
+    initial_weights: str = None
+    exclude_heads: bool = False
+    hold_out: bool = False
+    train_bn: bool = False
+    no_resize: bool = False
+    epochs: int = 200
+    steps_per_epoch: int = 3000
+    validation_steps: int = 100
+    rois_per_image: int = 64
+    images_per_gpu: int = 1
+    gpu_count: int = 1
+    mini_mask_size: list = field(default_factory=list)
+    images_min_dim: int = 256
+    images_max_dim: int = 1280
+    backbone: str = "resnet101"
+    learning_rate: float = 0.001
+    seed: int = None
+    augment: bool = False
+    anchor_scales: list = None
+    overwrite: bool = False  # --overwrite: chips_directory may be replaced
+
+
+def prepare_logs(logs):
+    """Create the logs directory; TrainingError when it cannot be written."""
+    try:
+        os.makedirs(logs, exist_ok=True)
+        probe = os.path.join(logs, ".write_test_{}".format(os.getpid()))
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise TrainingError("Cannot write in the logs directory {}: {}".format(
+            logs, error.strerror or error)) from error
+
+
+class Subset:
+    """Some images of a dataset, same interface (len, load, image_ids)."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, list(indices)
+        self.image_ids = [dataset.image_ids[i] for i in self.indices]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def load(self, index):
+        return self.dataset.load(self.indices[index])
+
+
+def load_data(job, message):
+    """(dataset, band_names, summary) from the directory or from GRASS maps."""
+    from maskrcnnlib.dataset.directory import ArrayDataset, DirectoryDataset, \
+        write_directory_dataset
+
+    if job.dataset_dir:
+        dataset = DirectoryDataset(job.dataset_dir, job.classes)
+        return dataset, [], {"source": "directory", "path": os.path.abspath(job.dataset_dir),
+                             "images": len(dataset)}
+    from maskrcnnlib import grassio
+
+    samples, summary = grassio.read_training_chips(
+        job.bands, job.training_map, job.class_column, job.classes, job.tile_size,
+        job.overlap, seed=job.seed)
+    if not samples:
+        raise DatasetError("No training chips with objects in the current region")
+    if job.chips_directory:
+        write_directory_dataset(job.chips_directory, samples, job.classes,
+                                overwrite=job.overwrite)
+        message("Training chips written to {}".format(job.chips_directory))
+    return ArrayDataset(samples), list(job.bands), dict(summary, source="grass")
+
+
+def split(job, dataset):
+    """(training, validation or None); -s holds out 10 % and lists them in logs."""
+    if not job.hold_out:
+        return dataset, None
+    from maskrcnnlib.dataset.directory import split_holdout
+
+    kept, held = split_holdout(list(range(len(dataset))), share=0.1, seed=job.seed)
+    if not held or not kept:
+        raise DatasetError("-s needs at least 2 images to hold one out, got {}".format(
+            len(dataset)))
+    with open(os.path.join(job.logs, "held_out.txt"), "w") as stream:
+        stream.writelines("{}\n".format(dataset.image_ids[i]) for i in held)
+    return Subset(dataset, kept), Subset(dataset, held)
+
+
+def band_statistics(dataset, bands, limit=50):
+    """Per-band mean and standard deviation over up to `limit` images."""
+    total, square, count = np.zeros(bands), np.zeros(bands), 0
+    for index in range(min(limit, len(dataset))):
+        image = np.asarray(dataset.load(index)[0], dtype=np.float64).reshape(-1, bands)
+        total += image.sum(axis=0)
+        square += (image ** 2).sum(axis=0)
+        count += image.shape[0]
+    mean = total / count
+    std = np.sqrt(np.maximum(square / count - mean ** 2, 0))
+    return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
+
+
+def base_config(job, bands):
+    """Config from the job, or from the checkpoint being resumed."""
+    card = read_card(job.initial_weights) if job.initial_weights else None
+    if card:
+        config = config_for_weights(job.initial_weights)
+        if config.class_names and list(config.class_names) != list(job.classes):
+            raise TrainingError("{} was trained on classes {}, classes= gives {}".format(
+                job.initial_weights, ",".join(config.class_names), ",".join(job.classes)))
+        if config.bands != bands:
+            raise TrainingError("{} takes {} bands, the training data has {}".format(
+                job.initial_weights, config.bands, bands))
+        return config, True
+    config = Config(num_classes=len(job.classes) + 1, class_names=list(job.classes),
+                    backbone=job.backbone, bands=bands)
+    if job.initial_weights:
+        facts = config_for_weights(job.initial_weights, None if job.exclude_heads else
+                                   job.classes)
+        if facts.bands > bands:
+            raise TrainingError("{} takes {} bands, the training data has {}".format(
+                job.initial_weights, facts.bands, bands))
+        config.backbone = facts.backbone
+    return config, False
+
+
+def make_config(job, dataset, band_names):
+    """The validated Config of this run."""
+    image = np.asarray(dataset.load(0)[0])
+    bands = image.shape[2] if image.ndim == 3 else 1
+    config, resumed = base_config(job, bands)
+    config.name = job.name
+    config.band_names = band_names or config.band_names
+    config.epochs, config.steps_per_epoch = job.epochs, job.steps_per_epoch
+    config.validation_steps, config.learning_rate = job.validation_steps, job.learning_rate
+    config.images_per_gpu, config.gpu_count = job.images_per_gpu, job.gpu_count
+    if resumed:
+        return config.validate()
+    config.train_rois_per_image = job.rois_per_image
+    config.use_mini_mask = bool(job.mini_mask_size)
+    if job.mini_mask_size:
+        size = list(job.mini_mask_size)
+        config.mini_mask_shape = size * 2 if len(size) == 1 else size
+    config.image_min_dim, config.image_max_dim = job.images_min_dim, job.images_max_dim
+    if job.no_resize:
+        side = image.shape[0]
+        if image.shape[0] != image.shape[1] or side % 64:
+            raise DatasetError("-n needs square images with sides divisible by 64, the "
+                               "first image is {}x{}".format(*image.shape[:2]))
+        config.resize_mode, config.image_min_dim, config.image_max_dim = "none", side, side
+    config.train_bn = None if job.train_bn else False
+    if job.initial_weights and bands <= 3:
+        config.pixel_mean, config.pixel_std = default_pixel_mean(bands), [1.0] * bands
+    else:
+        config.pixel_mean, config.pixel_std = band_statistics(dataset, bands)
+    config.validate()
+    if job.anchor_scales:
+        config.rpn_anchor_scales = list(job.anchor_scales)
+    else:
+        from maskrcnnlib.dataset.anchors_fit import fit_anchor_scales
+
+        config.rpn_anchor_scales = list(fit_anchor_scales(dataset, config))
+    return config.validate()
+
+
+def run_train_job(job, message=print, percent=lambda *a: None):
+    """Train as the job says; returns maskrcnnlib.train.TrainingResult."""
+    prepare_logs(job.logs)
+    dataset, band_names, summary = load_data(job, message)
+    config = make_config(job, dataset, band_names)
+    training, validation = split(job, dataset)
+    from maskrcnnlib.train import train  # TensorFlow only once the data is known good
+
+    message("Training on {} images ({} held out), {} bands, classes {}, anchor scales {}"
+            .format(len(training), len(validation) if validation else 0, config.bands,
+                    ",".join(config.class_names),
+                    ",".join(str(s) for s in config.rpn_anchor_scales)))
+    extra = {"training_data": summary, "seed": job.seed, "augment": job.augment}
+    return train(config, training, job.logs, job.name, validation_data=validation,
+                 initial_weights=job.initial_weights, exclude_heads=job.exclude_heads,
+                 seed=job.seed, augment=job.augment, card_extra=extra, message=message,
+                 percent=percent)
