@@ -1,0 +1,286 @@
+"""bench_model.py's worker for OUR engine (maskrcnnlib, Keras 3 on TensorFlow).
+
+Run by the driver in our environment: python worker_ours.py THREADS SIZE WEIGHTS_H5.
+Writes WEIGHTS_H5 (parity_weights, seed 20181, from our model's own layout) if it
+does not exist yet, so that matterport's worker can load the very same file.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _bench_common as common  # noqa: E402
+
+THREADS, SIZE, WEIGHTS = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+common.limit_threads(THREADS)
+sys.path.insert(0, common.REPO)
+sys.path.insert(0, common.FIXTURES)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+
+import keras  # noqa: E402
+import parity_weights  # noqa: E402
+
+from maskrcnnlib.config import Config  # noqa: E402
+from maskrcnnlib.model.inference import Detector  # noqa: E402
+from maskrcnnlib.molding import unmold_detections  # noqa: E402
+from maskrcnnlib.weights import layer_weights  # noqa: E402
+
+STATE = {}
+
+
+def inference_config():
+    """The matterport fixtures' settings (2018 addon detect config) at SIZE x SIZE."""
+    return Config(num_classes=common.NUM_CLASSES, backbone="resnet50",
+                  image_min_dim=SIZE, image_max_dim=SIZE, resize_mode="square",
+                  detection_min_confidence=common.SCORE_THRESHOLD,
+                  detection_max_instances=common.MAX_DETECTIONS).validate()
+
+
+def model_layout(model):
+    """[[layer, [[weight name, shape], ...]], ...] of the layers with weights."""
+    return [[layer.name, [[name, list(v.shape)] for name, v in layer_weights(layer)]]
+            for layer in model.layers if layer_weights(layer)]
+
+
+def load():
+    start = time.perf_counter()
+    detector = Detector(inference_config())
+    if not os.path.exists(WEIGHTS):
+        layout = model_layout(detector.model)
+        arrays = parity_weights.generate_arrays(layout, common.WEIGHT_SEED)
+        parity_weights.write_matterport_h5(WEIGHTS, layout, arrays)
+    report = detector.load_weights(WEIGHTS)
+    if report.missing or report.unused:
+        raise RuntimeError("weights did not match: missing {}, unused {}".format(
+            report.missing, report.unused))
+    load_s = time.perf_counter() - start
+    image = common.bench_image(SIZE)
+    STATE.update(detector=detector, image=image)
+    warmup = common.timed(lambda: detector.detect([image]), 2)
+    result = detector.detect([image])[0]
+    return {"load_s": load_s, "warmup_s": warmup, "weights_loaded": len(report.loaded),
+            "detections": len(result["class_ids"]),
+            "result": common.detections_summary(result["rois"], result["class_ids"],
+                                                result["scores"]),
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                         "numpy": np.__version__}}
+
+
+def infer(n):
+    detector, image = STATE["detector"], STATE["image"]
+    results = []
+    times = common.timed(lambda: results.append(detector.detect([image])[0]), n)
+    return {"times": times, "detections": len(results[-1]["class_ids"]),
+            "traces": int(detector._run.experimental_get_tracing_count())}
+
+
+# ------------------------------------------------------------------ training
+
+def train_setup(warmup=2):
+    from maskrcnnlib.dataset.pipeline import prepare_sample, training_dataset
+    from maskrcnnlib.model.training import (MaskRCNNTrainer, make_optimizer,
+                                            set_trainable_stage)
+
+    start = time.perf_counter()
+    keras.utils.set_random_seed(common.TRAIN_SEED)
+    config = Config(num_classes=common.NUM_CLASSES, backbone="resnet50",
+                    image_min_dim=SIZE, image_max_dim=SIZE, resize_mode="square",
+                    images_per_gpu=common.TRAIN_BATCH,
+                    train_rois_per_image=common.TRAIN_ROIS_PER_IMAGE,
+                    rpn_train_anchors_per_image=common.RPN_TRAIN_ANCHORS).validate()
+    scenes = common.train_scenes(SIZE)
+    samples = [prepare_sample(image, masks, class_ids, config, i)
+               for i, (image, masks, class_ids) in enumerate(scenes)]
+    dataset = training_dataset(lambda: iter(samples), config, seed=common.TRAIN_SEED,
+                               repeat=False)
+    # One fixed batch in memory: the step alone is timed (the RPN anchor targets,
+    # computed in the tf.data map, are left out, as torchvision's data is ready too).
+    batch = next(iter(dataset))
+    trainer = MaskRCNNTrainer(config, seed=common.TRAIN_SEED)
+    set_trainable_stage(trainer, "all")
+    trainer.compile(optimizer=make_optimizer(config))
+    trainer.optimizer.build(trainer.trainable_variables)
+    step = tf.function(trainer.train_step, reduce_retracing=True)
+
+    def one_step():
+        logs = step(batch)
+        return float(logs["loss"])  # waits for the step
+
+    STATE.update(train_step=step, one_step=one_step)
+    setup_s = time.perf_counter() - start
+    warm = common.timed(one_step, warmup)
+    return {"setup_s": setup_s, "warmup_s": warm,
+            "trainable_variables": len(trainer.trainable_variables),
+            "gt_instances": [int(len(s["gt_class_ids"])) for s in samples]}
+
+
+def train(n):
+    losses = []
+    times = common.timed(lambda: losses.append(STATE["one_step"]()), n)
+    return {"times": times, "loss": losses[-1],
+            "traces": int(STATE["train_step"].experimental_get_tracing_count())}
+
+
+def train_profile():
+    """TF op statistics of two training steps (forward, backward, update)."""
+    return {"ops": op_statistics(STATE["one_step"])}
+
+
+# ------------------------------------------------------------------- profile
+
+# Cumulative prefixes of the inference graph: (stage, layer names whose outputs
+# end the prefix). A stage's time is its prefix's time minus the previous one's.
+PREFIXES = [
+    ("backbone+FPN", ["fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6"]),
+    ("RPN heads", ["rpn_class", "rpn_bbox"]),
+    ("proposals (top-k, deltas, NMS)", ["ROI"]),
+    ("ROI align (classifier)", ["roi_align_classifier"]),
+    ("classifier head", ["mrcnn_class", "mrcnn_bbox"]),
+    ("detection layer", ["mrcnn_detection"]),
+    ("ROI align (mask)", ["roi_align_mask"]),
+    ("mask head", ["mrcnn_mask"]),
+]
+
+
+def _prefix_runner(model, names):
+    outputs = [model.get_layer(name).output for name in names]
+    prefix = keras.Model(model.inputs, outputs)
+
+    @tf.function(reduce_retracing=True)
+    def run(images, metas, anchors):
+        return prefix([images, metas, anchors], training=False)
+
+    return run
+
+
+def profile(n=5):
+    """Wall time of each inference stage (ms), and TF's op statistics.
+
+    Graph stages: the fastest of n runs of each cumulative prefix, minus the
+    previous prefix's (the prefixes alternate, so a busy machine hits them alike);
+    numpy stages: median of n runs.
+    """
+    detector, image = STATE["detector"], STATE["image"]
+    molded, metas, windows, anchors = detector.mold([image])
+    inputs = (tf.constant(molded), tf.constant(metas), tf.constant(anchors))
+    runners = [(stage, _prefix_runner(detector.model, names)) for stage, names in PREFIXES]
+    samples = {stage: [] for stage, _ in PREFIXES}
+    for _ in range(2):  # trace and warm every prefix
+        for _, run in runners:
+            [np.asarray(o) for o in run(*inputs)]
+    for _ in range(int(n)):  # prefixes alternate, so drift hits them alike
+        for stage, run in runners:
+            start = time.perf_counter()
+            [np.asarray(o) for o in run(*inputs)]
+            samples[stage].append(time.perf_counter() - start)
+    outputs, _, _ = detector.raw([image])
+    rois = dict(runners)["proposals (top-k, deltas, NMS)"](*inputs)
+    rois = np.asarray(rois[0] if isinstance(rois, (list, tuple)) else rois)
+    stages = [("molding (numpy: resize, pad, anchors)",
+               common.timed(lambda: detector.mold([image]), n))]
+    previous = 0.0
+    for stage, _ in PREFIXES:
+        cumulative = float(np.min(samples[stage]))  # least disturbed run of each prefix
+        stages.append((stage, cumulative - previous))
+        previous = cumulative
+    stages.append(("unmolding (numpy: boxes, 28x28 masks pasted)", common.timed(
+        lambda: unmold_detections(outputs[0][0], outputs[1][0], image.shape,
+                                  molded[0].shape, windows[0]), n)))
+    stages = [(s, float(np.median(t)) if isinstance(t, list) else t) for s, t in stages]
+    whole = common.timed(lambda: detector.detect([image]), n)
+    ops = op_statistics(lambda: detector.detect([image]))
+    return {"stages_ms": [[s, 1000 * t] for s, t in stages],
+            "graph_ms": 1000 * previous, "detect_ms": 1000 * float(np.median(whole)),
+            "detections": int(np.sum(outputs[0][0][:, 4] > 0)),
+            "proposals": int(np.sum(np.any(rois[0] != 0, axis=-1))),
+            "traces": int(detector._run.experimental_get_tracing_count()),
+            "ops": ops}
+
+
+# Layer name prefixes of each stage (TF op names are "mask_rcnn_1/<layer>_1/...").
+STAGE_LAYERS = [
+    ("backbone", ("conv1", "bn_conv1", "res", "bn", "zero_padding", "max_pooling",
+                  "activation", "add")),
+    ("FPN", ("fpn_",)),
+    ("RPN heads", ("rpn_",)),
+    ("proposals", ("ROI",)),
+    ("ROI align (classifier)", ("valid_rois", "roi_align_classifier")),
+    ("classifier head", ("mrcnn_class", "mrcnn_bbox", "pool_squeeze")),
+    ("detection layer", ("mrcnn_detection",)),
+    ("ROI align (mask)", ("valid_detections", "roi_align_mask")),
+    ("mask head", ("mrcnn_mask",)),
+    ("training targets", ("proposal_targets", "anchors")),
+    ("losses", ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
+                "mrcnn_mask_loss", "compute_losses")),
+]
+
+
+def stage_of(op_name):
+    """The stage an op belongs to, from the layer in its name.
+
+    Names look like "mask_rcnn_1/<layer>_1/..." (inference), "<model>/<layer>/..."
+    or "gradient_tape/<model>/<layer>/..." (training step: forward and backward).
+    """
+    parts = op_name.split("/")
+    if parts[0] == "gradient_tape":
+        parts = parts[1:]
+    layer = parts[1] if len(parts) > 1 else parts[0]
+    for stage, prefixes in STAGE_LAYERS:
+        if layer.startswith(prefixes):
+            return stage
+    return "other ({})".format(layer)
+
+
+def op_statistics(fn, runs=2):
+    """Self time of TF ops over `runs` calls of fn(), from TF's profiler (or None):
+    shares by op type, by stage and the heaviest ops."""
+    import collections
+    import glob
+    import json
+    import tempfile
+
+    try:
+        from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        for _ in range(runs):
+            fn()
+        tf.profiler.experimental.stop()
+        paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        data, ok = plugin.xspace_to_tools_data(paths, "framework_op_stats", {})
+    if not ok:
+        return None
+    rows = []
+    for table in json.loads(data):  # with and without IDLE time: take the longest
+        cols = [c["id"] for c in table["cols"]]
+        found = [dict(zip(cols, [x["v"] if x else None for x in r["c"]]))
+                 for r in table["rows"]]
+        found = [r for r in found if r["type"] != "IDLE"]
+        rows = found if len(found) > len(rows) else rows
+    if not rows:
+        return None
+    total = sum(r["total_self_time"] for r in rows) or 1.0
+    by_type = collections.Counter()
+    for r in rows:
+        by_type[r["type"]] += r["total_self_time"]
+    by_stage = collections.Counter()
+    for r in rows:
+        by_stage[stage_of(r["operation"])] += r["total_self_time"]
+    top = sorted(rows, key=lambda r: -r["total_self_time"])[:15]
+    return {"by_type": [[k, 100.0 * v / total] for k, v in by_type.most_common(12)],
+            "by_stage": [[k, 100.0 * v / total] for k, v in by_stage.most_common()],
+            "top_ops": [[r["type"], r["operation"], 100.0 * r["total_self_time"] / total]
+                        for r in top]}
+
+
+if __name__ == "__main__":
+    common.serve({"load": load, "infer": infer, "train_setup": train_setup,
+                  "train": train, "profile": profile,
+                  "train_profile": train_profile})
