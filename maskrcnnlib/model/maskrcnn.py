@@ -52,6 +52,28 @@ class ValidRows(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="maskrcnnlib")
+class PositiveRows(layers.Layer):
+    """Keep the leading positive ROIs of a training batch for the mask branch.
+
+    Inputs [rois [B, T, 4], target_class_ids [B, T], target_mask [B, T, h, w]] with
+    each image's positives first (DetectionTargetLayer). Outputs the same three cut
+    to P rows, P the most positives of any image: the mask loss only counts
+    positives, so the mask head need not run on negatives (matterport ran it on all).
+    """
+
+    def call(self, inputs):
+        rois, class_ids, masks = inputs
+        count = ops.max(ops.sum(ops.cast(class_ids > 0, "int32"), axis=1))
+        # At least one row: oneDNN's conv gradients fail on an empty batch (the row,
+        # a negative or padding, does not count in the loss).
+        count = ops.maximum(count, 1)
+        return rois[:, :count], class_ids[:, :count], masks[:, :count]
+
+    def compute_output_shape(self, input_shape):
+        return tuple((shape[0], None) + tuple(shape[2:]) for shape in input_shape)
+
+
+@keras.saving.register_keras_serializable(package="maskrcnnlib")
 class AnchorsLayer(layers.Layer):
     """The normalized anchors of a fixed image shape, repeated for the batch.
 
@@ -154,7 +176,8 @@ def build_training_graph(config, seed=None):
     image_meta [B, meta], rpn_match [B, A] int32, rpn_bbox_targets [B, T, 4],
     gt_class_ids [B, G] int32 (0 = padding), gt_boxes [B, G, 4] normalized,
     gt_masks [B, h, w, G] (mini masks when config.use_mini_mask, else full size).
-    Outputs (dict): the tensors maskrcnnlib.model.losses.compute_losses takes.
+    Outputs (dict): the tensors maskrcnnlib.model.losses.compute_losses takes, the
+    mask branch cut to the positive ROIs (target_masks, mask_class_ids, mrcnn_mask).
     """
     height, width, bands = config.image_shape
     mask_hw = tuple(config.mini_mask_shape) if config.use_mini_mask else (height, width)
@@ -184,14 +207,17 @@ def build_training_graph(config, seed=None):
         [rois, inputs["image_meta"]] + pyramid[:4])
     mrcnn_class_logits, _, mrcnn_bbox = classifier_head(
         pooled, config.num_classes, train_bn, config.fpn_classif_fc_layers_size)
+    mask_rois, mask_class_ids, mask_targets = PositiveRows(name="positive_rois")(
+        [rois, target_class_ids, target_mask])
     pooled_masks = PyramidROIAlign((config.mask_pool_size,) * 2, name="roi_align_mask")(
-        [rois, inputs["image_meta"]] + pyramid[:4])
+        [mask_rois, inputs["image_meta"]] + pyramid[:4])
     mrcnn_mask = mask_head(pooled_masks, config.num_classes, train_bn)
     outputs = {
         "rpn_match": inputs["rpn_match"], "rpn_bbox_targets": inputs["rpn_bbox_targets"],
         "rpn_class_logits": rpn_class_logits, "rpn_bbox": rpn_bbox,
         "target_class_ids": target_class_ids, "target_bbox": target_bbox,
-        "target_masks": target_mask, "mrcnn_class_logits": mrcnn_class_logits,
+        "target_masks": mask_targets, "mask_class_ids": mask_class_ids,
+        "mrcnn_class_logits": mrcnn_class_logits,
         "mrcnn_bbox": mrcnn_bbox, "mrcnn_mask": mrcnn_mask,
         "active_class_ids": ActiveClassIds(config.num_classes, name="active_class_ids")(
             inputs["image_meta"]),

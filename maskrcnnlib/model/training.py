@@ -10,7 +10,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from maskrcnnlib.model.losses import compute_losses
+from maskrcnnlib.model.losses import (mrcnn_bbox_loss, mrcnn_class_loss, mrcnn_mask_loss,
+                                      rpn_bbox_loss, rpn_class_loss)
 from maskrcnnlib.model.maskrcnn import build_training_graph
 
 LOSS_KEYS = ("rpn_class", "rpn_bbox", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask")
@@ -74,8 +75,20 @@ class MaskRCNNTrainer(keras.Model):
         return list(self.loss_trackers.values())
 
     def _objective(self, data, training):
-        outputs = self(data, training=training)
-        losses = compute_losses(**outputs)
+        out = self(data, training=training)
+        losses = {
+            "rpn_class": rpn_class_loss(out["rpn_match"], out["rpn_class_logits"]),
+            "rpn_bbox": rpn_bbox_loss(out["rpn_bbox_targets"], out["rpn_match"],
+                                      out["rpn_bbox"]),
+            "mrcnn_class": mrcnn_class_loss(out["target_class_ids"],
+                                            out["mrcnn_class_logits"],
+                                            out["active_class_ids"]),
+            "mrcnn_bbox": mrcnn_bbox_loss(out["target_bbox"], out["target_class_ids"],
+                                          out["mrcnn_bbox"]),
+            # the mask branch ran on the positive ROIs only (PositiveRows)
+            "mrcnn_mask": mrcnn_mask_loss(out["target_masks"], out["mask_class_ids"],
+                                          out["mrcnn_mask"]),
+        }
         total = sum(self.loss_weights_by_name[key] * losses[key] for key in LOSS_KEYS)
         return losses, total
 
