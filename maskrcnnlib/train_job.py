@@ -140,12 +140,19 @@ def base_config(job, bands):
     config = Config(num_classes=len(job.classes) + 1, class_names=list(job.classes),
                     backbone=job.backbone, bands=bands)
     if job.initial_weights:
-        facts = config_for_weights(job.initial_weights, None if job.exclude_heads else
-                                   job.classes)
-        if facts.bands > bands:
+        from maskrcnnlib.weights import inspect_h5
+
+        facts = inspect_h5(job.initial_weights)
+        if facts.get("bands") and facts["bands"] > bands:
             raise TrainingError("{} takes {} bands, the training data has {}".format(
-                job.initial_weights, facts.bands, bands))
-        config.backbone = facts.backbone
+                job.initial_weights, facts["bands"], bands))
+        if not job.exclude_heads and facts.get("num_classes") not in (None,
+                                                                      len(job.classes) + 1):
+            raise TrainingError(
+                "{} holds {} classes (plus background), classes= names {}: use -e to "
+                "train its heads anew".format(job.initial_weights, facts["num_classes"] - 1,
+                                              len(job.classes)))
+        config.backbone = facts.get("backbone") or config.backbone
     return config, False
 
 

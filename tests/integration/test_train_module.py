@@ -151,7 +151,7 @@ def test_grass_maps_train(run_module, scene_maps, tmp_path):
     bands, areas = scene_maps
     result = train(run_module, input=",".join(bands), training_map=areas,
                    class_column="kind", tile_size=64, overlap=16, logs=tmp_path / "logs",
-                   epochs=1, chips_directory=tmp_path / "chips")
+                   epochs=1, chips_directory=tmp_path / "chips", augment="flip_rotate")
     assert result.returncode == 0, result.stderr
     card = json.loads((tmp_path / "logs" / "mask_rcnn_test_0001.json").read_text())
     assert card["band_names"] == bands and card["training_data"]["source"] == "grass"
@@ -218,3 +218,35 @@ def test_training_map_errors(run_module, scene_maps, tmp_path):
     finally:
         gs.run_command("g.region", n=128, s=0, e=128, w=0, res=1)
     assert result.returncode != 0 and "region" in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def matterport_file(tmp_path_factory):
+    """A card-less matterport-layout ResNet-50 file, 2 classes + background."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+    import parity_weights
+
+    layout = parity_weights.read_layout(ROOT / "tests" / "fixtures" / "matterport" /
+                                        "layout.json")
+    path = tmp_path_factory.mktemp("old") / "old_addon_model.h5"
+    parity_weights.write_matterport_h5(path, layout, parity_weights.generate_arrays(layout))
+    return path
+
+
+def test_train_starts_from_a_cardless_matterport_file(run_module, dataset, matterport_file,
+                                                      tmp_path):
+    options = {**FAST, "backbone": "resnet50"}
+    result = run_module(TRAIN, **{**options, "classes": "square,disk,pool", "name": "old",
+                                  "training_dataset": dataset, "logs": tmp_path / "a",
+                                  "epochs": 1, "model": matterport_file})
+    assert result.returncode != 0
+    assert "2 classes" in result.stderr and "-e" in result.stderr, result.stderr
+    result = run_module(TRAIN, "-e", **{**options, "classes": "square,disk,pool",
+                                        "name": "old", "training_dataset": dataset,
+                                        "logs": tmp_path / "b", "epochs": 1,
+                                        "model": matterport_file})
+    assert result.returncode == 0, result.stderr
+    card = json.loads((tmp_path / "b" / "mask_rcnn_old_0001.json").read_text())
+    assert card["config"]["backbone"] == "resnet50" and card["config"]["num_classes"] == 4
