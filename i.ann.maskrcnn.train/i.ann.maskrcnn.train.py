@@ -361,9 +361,16 @@ def make_job(options, flags, classes):
 
 def main(options, flags):
     classes = check_options(options, flags)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no oneDNN/CPU banners
     find_library()
     from maskrcnnlib.errors import MaskRCNNError
+    from maskrcnnlib.quiet import import_tensorflow
+
+    try:
+        import_tensorflow()  # without TensorFlow's start-up banners on stderr
+    except ImportError as error:
+        gs.fatal(_("{} cannot import TensorFlow ({}): install the Python packages of "
+                   "requirements.txt for it, or put the environment that has them first "
+                   "on PATH").format(sys.executable, error))
 
     job = make_job(options, flags, classes)
     from maskrcnnlib.train_job import run_train_job
