@@ -174,6 +174,11 @@ def make_config(job, dataset, band_names):
         size = list(job.mini_mask_size)
         config.mini_mask_shape = size * 2 if len(size) == 1 else size
     config.image_min_dim, config.image_max_dim = job.images_min_dim, job.images_max_dim
+    if job.bands and not job.no_resize:
+        # Chips from GRASS maps are used at their size (cells keep their resolution),
+        # padded to a multiple of 64, not scaled into images_max_dim squares.
+        side = -(-job.tile_size // 64) * 64
+        config.image_min_dim, config.image_max_dim = job.tile_size, side
     if job.no_resize:
         side = image.shape[0]
         if image.shape[0] != image.shape[1] or side % 64:

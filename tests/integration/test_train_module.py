@@ -156,6 +156,8 @@ def test_grass_maps_train(run_module, scene_maps, tmp_path):
     assert result.returncode == 0, result.stderr
     card = json.loads((tmp_path / "logs" / "mask_rcnn_test_0001.json").read_text())
     assert card["band_names"] == bands and card["training_data"]["source"] == "grass"
+    # chips are used at their size, not scaled to images_max_dim
+    assert card["config"]["image_max_dim"] == 64 == card["config"]["image_min_dim"]
     assert any((tmp_path / "chips").iterdir())
 
 
