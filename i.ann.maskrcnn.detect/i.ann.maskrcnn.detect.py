@@ -27,6 +27,13 @@
 # %end
 
 # %option G_OPT_R_INPUTS
+# % key: input
+# % label: Raster maps to detect in, one per band of the model
+# % required: no
+# % guisection: Input
+# %end
+
+# %option G_OPT_R_INPUTS
 # % key: band1
 # % label: Raster maps used as the first band
 # % description: Several maps (comma-separated) for several images
@@ -77,10 +84,18 @@
 # % key: classes
 # % type: string
 # % label: Names of classes
-# % description: In the order of the class ids the model was trained with
-# % required: yes
+# % description: In the order of the class ids the model was trained with; needed for a model without a model card (.json beside it)
+# % required: no
 # % multiple: yes
 # % guisection: Model
+# %end
+
+# %option G_OPT_V_OUTPUT
+# % key: output
+# % label: Vector map of the detected objects
+# % description: Keep empty for one map per class, named after the class
+# % required: no
+# % guisection: Output
 # %end
 
 # %option
@@ -89,11 +104,59 @@
 # % label: Type of output features
 # % options: area,point
 # % answer: area
+# % multiple: yes
+# % guisection: Output
+# %end
+
+# %option
+# % key: tile_size
+# % type: integer
+# % label: Size of the tiles the region is cut into (cells)
+# % options: 64-
+# % answer: 512
+# % guisection: Tiling
+# %end
+
+# %option
+# % key: overlap
+# % type: integer
+# % label: Overlap of neighbouring tiles (cells)
+# % description: Objects cut by tile edges are merged across the overlap
+# % options: 0-
+# % answer: 64
+# % guisection: Tiling
+# %end
+
+# %option
+# % key: batch_size
+# % type: integer
+# % label: Number of tiles run through the network at once
+# % options: 1-
+# % answer: 1
+# % guisection: Tiling
+# %end
+
+# %option
+# % key: score_threshold
+# % type: double
+# % label: Minimum score of a detection
+# % description: Keep empty for the model's (0.7 for models of the 2018 addon)
+# % options: 0-1
+# % guisection: Output
+# %end
+
+# %option
+# % key: nms_threshold
+# % type: double
+# % label: Overlap (IoU) above which the weaker of two detections of a class is dropped
+# % description: Keep empty for the model's (0.3 for models of the 2018 addon)
+# % options: 0-1
 # % guisection: Output
 # %end
 
 # %rules
-# % required: band1, images_directory
+# % required: input, band1, images_directory
+# % exclusive: input, band1, images_directory
 # % requires_all: band1, band2, band3
 # % requires_all: images_directory, images_format
 # % requires: images_format, images_directory
@@ -139,6 +202,11 @@ def check_options(options, flags):
     if not os.path.isfile(options["model"]):
         gs.fatal(_("Model file <{}> does not exist").format(options["model"]))
     classes = split_list(options["classes"])
+    if options["input"] and any(options[key] for key in ("band1", "band2", "band3")):
+        gs.fatal(_("Give the bands either as input= or as band1, band2, band3"))
+    for name in split_list(options["input"]):
+        if not gs.find_file(name, element="cell")["fullname"]:
+            gs.fatal(_("Raster map <{}> not found").format(name))
     if any(not name for name in classes):
         gs.fatal(_("Empty class name in classes=<{}>").format(options["classes"]))
     if len(set(classes)) != len(classes):
@@ -146,13 +214,50 @@ def check_options(options, flags):
     return classes
 
 
-def main(options, flags):
-    check_options(options, flags)
-    find_library()
-    import maskrcnnlib
+def make_job(options, classes):
+    from maskrcnnlib.detect import DetectJob
 
-    gs.fatal(_("Detection is not built yet in i.ann.maskrcnn {}: the options are valid, "
-               "but this version cannot detect objects").format(maskrcnnlib.__version__))
+    if options["input"]:
+        images = [split_list(options["input"])]
+    else:
+        images = [list(maps) for maps in zip(*(split_list(options[key])
+                                                for key in ("band1", "band2", "band3")))]
+    return DetectJob(
+        model=options["model"], images=images, output=options["output"] or None,
+        classes=classes or None, output_type=options["output_type"].split(","),
+        tile_size=int(options["tile_size"]), overlap=int(options["overlap"]),
+        batch_size=int(options["batch_size"]),
+        score_threshold=float(options["score_threshold"]) if options["score_threshold"]
+        else None,
+        nms_threshold=float(options["nms_threshold"]) if options["nms_threshold"] else None,
+        overwrite=gs.overwrite(), history=" ".join(sys.argv))
+
+
+def main(options, flags):
+    classes = check_options(options, flags)
+    if int(options["overlap"]) * 2 >= int(options["tile_size"]):
+        gs.fatal(_("overlap ({}) must be less than half of tile_size ({})").format(
+            options["overlap"], options["tile_size"]))
+    find_library()
+    if options["images_directory"]:
+        gs.fatal(_("Detection in images_directory is not built yet; import the images "
+                   "(r.import) and use input= or band1, band2, band3"))
+    from maskrcnnlib.errors import MaskRCNNError
+    from maskrcnnlib.quiet import import_tensorflow
+
+    try:
+        import_tensorflow()
+    except ImportError as error:
+        gs.fatal(_("{} cannot import TensorFlow ({}): install the Python packages of "
+                   "requirements.txt for it, or put the environment that has them first "
+                   "on PATH").format(sys.executable, error))
+    from maskrcnnlib.detect import run_detect_job
+
+    try:
+        run_detect_job(make_job(options, classes), message=gs.message, percent=gs.percent,
+                       warning=gs.warning)
+    except MaskRCNNError as error:
+        gs.fatal(str(error))
 
 
 if __name__ == "__main__":

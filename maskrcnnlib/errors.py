@@ -11,6 +11,7 @@ Hierarchy::
       +-- DatasetError
       +-- ModelFileError   (.path, .layer: the offending weights file / layer)
       +-- TrainingError
+      +-- DetectionError
 """
 
 
@@ -51,3 +52,7 @@ class ModelFileError(MaskRCNNError):
 
 class TrainingError(MaskRCNNError):
     """Training cannot start or cannot go on (e.g. the loss became NaN)."""
+
+
+class DetectionError(MaskRCNNError):
+    """Detection cannot start or cannot write its output (missing bands, bad map names)."""

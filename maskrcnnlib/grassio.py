@@ -388,3 +388,15 @@ def _summary(region, origins, chip_ids, chosen, negatives, classes, class_of, sa
         "region_cols": int(region["cols"]), "nsres": float(region["nsres"]),
         "ewres": float(region["ewres"]),
     }
+
+
+_DETECTION_IO = ("region_info", "read_tile_rows", "InstanceWriter")
+
+
+def __getattr__(name):
+    """grassio.region_info, .read_tile_rows, .InstanceWriter live in grassio_detect (size)."""
+    if name in _DETECTION_IO:
+        from maskrcnnlib import grassio_detect
+
+        return getattr(grassio_detect, name)
+    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))

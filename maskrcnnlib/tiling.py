@@ -297,9 +297,13 @@ class SeamMerger:
             `overlap`.
         iou_threshold, ios_threshold: in (0, 1]. They are applied to views
             restricted to the area that their two tiles share.
+        cross_class: also link views of different classes that agree in the
+            shared area (one object seen whole by one tile and cut by the other's
+            edge is often classified differently there); the group takes the
+            class of its best-scoring view. Off: classes never mix.
     """
 
-    def __init__(self, grid, iou_threshold=0.5, ios_threshold=0.8):
+    def __init__(self, grid, iou_threshold=0.5, ios_threshold=0.8, cross_class=False):
         if not grid or not all(grid):
             raise ValueError("the tile grid must have at least one tile")
         for name, value in (("iou_threshold", iou_threshold), ("ios_threshold", ios_threshold)):
@@ -307,6 +311,7 @@ class SeamMerger:
                 raise ValueError("{} must be in (0, 1], got {}".format(name, value))
         self._grid = grid
         self._iou, self._ios = float(iou_threshold), float(ios_threshold)
+        self._cross_class = bool(cross_class)
         self._row_spans = [(row[0].row, row[0].row_end) for row in grid]
         self._col_spans = [(tile.col, tile.col_end) for tile in grid[0]]
         self._next_row = 0
@@ -430,8 +435,9 @@ class SeamMerger:
         box_a, box_b = views_a.boxes[index_a], views_b.boxes[index_b]
         lower = np.maximum(np.maximum(box_a[:, None, :2], box_b[None, :, :2]), common[:2])
         upper = np.minimum(np.minimum(box_a[:, None, 2:], box_b[None, :, 2:]), common[2:])
-        candidates = ((views_a.classes[index_a][:, None] == views_b.classes[index_b][None, :])
-                      & np.all(lower < upper, axis=-1))
+        candidates = np.all(lower < upper, axis=-1)
+        if not self._cross_class:
+            candidates &= views_a.classes[index_a][:, None] == views_b.classes[index_b][None, :]
         counts = {}
         for i, j in zip(*np.nonzero(candidates)):
             id_a, id_b = views_a.ids[index_a[i]], views_b.ids[index_b[j]]
@@ -493,7 +499,8 @@ def _union_of(views):
     mask = np.zeros((row1 - row0, col1 - col0), dtype=bool)
     for v in views:
         mask[v.row0 - row0:v.row1 - row0, v.col0 - col0:v.col1 - col0] |= v.mask
-    return Instance(views[0].class_id, max(v.score for v in views), row0, col0, mask)
+    best = max(views, key=lambda v: v.score)  # cross-class groups take the best class
+    return Instance(best.class_id, best.score, row0, col0, mask)
 
 
 def merge_tile_rows(grid, instance_rows, iou_threshold=0.5, ios_threshold=0.8):

@@ -8,12 +8,11 @@ gs.message), so this module never imports GRASS.
 """
 import math
 import os
-import re
 import time
 from dataclasses import dataclass, field
 
 import keras
-import numpy as np
+import tensorflow as tf
 
 from maskrcnnlib.dataset.augment import augmented_iterator
 from maskrcnnlib.dataset.pipeline import training_dataset
@@ -23,9 +22,6 @@ from maskrcnnlib.model.training import LOSS_KEYS, MaskRCNNTrainer, make_optimize
 from maskrcnnlib.modelcard import read_card, write_card
 from maskrcnnlib.train_job import prepare_logs
 from maskrcnnlib.weights import HEAD_LAYERS, load_weights_h5, save_weights_h5
-
-CHECKPOINT = re.compile(r"^mask_rcnn_(?P<name>.+)_(?P<epoch>\d{4})\.h5$")
-
 
 @dataclass
 class TrainingPlan:
@@ -161,10 +157,17 @@ def train(config, train_data, logs, name, validation_data=None, initial_weights=
             stage, epoch + 1, last_epoch, learning_rate))
         set_trainable_stage(trainer, stage)
         trainer.compile(optimizer=make_optimizer(config, learning_rate), jit_compile=False)
-        trainer.fit(dataset, epochs=last_epoch, initial_epoch=epoch,
-                    steps_per_epoch=config.steps_per_epoch, validation_data=validation,
-                    validation_steps=config.validation_steps if validation else None,
-                    callbacks=callbacks, verbose=0, shuffle=False)
+        try:
+            trainer.fit(dataset, epochs=last_epoch, initial_epoch=epoch,
+                        steps_per_epoch=config.steps_per_epoch, validation_data=validation,
+                        validation_steps=config.validation_steps if validation else None,
+                        callbacks=callbacks, verbose=0, shuffle=False)
+        except tf.errors.InvalidArgumentError as error:
+            if "not finite" not in str(error):
+                raise
+            # diverged weights give NaN/inf boxes before the loss shows it
+            report.failure = "the network diverged (boxes became NaN or infinite) in " \
+                "epoch {}".format(report.epoch_number)
         if report.failure:
             last = result.checkpoints[-1] if result.checkpoints else (initial_weights or "none")
             raise TrainingError("Training stopped: {}. The last good checkpoint is {}. "

@@ -2,11 +2,17 @@
 import numpy as np
 
 
-def shapes_scene(rng, size=128, count=(2, 5), radius=(7, 14), bands=3):
+# With class_colors, class 1 is reddish and class 2 bluish (3 bands): tests about
+# tiling and vector output then need no shape recognition from a tiny model.
+CLASS_COLORS = {1: (230.0, 70.0, 70.0), 2: (70.0, 70.0, 230.0)}
+
+
+def shapes_scene(rng, size=128, count=(2, 5), radius=(7, 14), bands=3, class_colors=False):
     """One image [size, size, bands] uint8, masks bool [size, size, N], class ids [N].
 
     Objects do not overlap; class 1 is an axis-aligned square, class 2 a disk.
-    Colors vary per object so that color alone does not tell the class.
+    Colors vary per object so that color alone does not tell the class, unless
+    class_colors gives each class its own color (CLASS_COLORS, jittered).
     """
     image = rng.normal(90, 12, (size, size, bands))
     yy, xx = np.mgrid[:size, :size]
@@ -26,7 +32,10 @@ def shapes_scene(rng, size=128, count=(2, 5), radius=(7, 14), bands=3):
             continue
         grown = (np.abs(yy - cy) <= r + 3) & (np.abs(xx - cx) <= r + 3)
         taken |= grown
-        image[mask] = rng.uniform(150, 250, bands)
+        if class_colors:
+            image[mask] = np.array(CLASS_COLORS[class_id]) + rng.uniform(-15, 15, bands)
+        else:
+            image[mask] = rng.uniform(150, 250, bands)
         masks.append(mask)
         class_ids.append(class_id)
     masks = np.stack(masks, -1) if masks else np.zeros((size, size, 0), bool)

@@ -371,3 +371,28 @@ def test_misuse_raises():
         merger.add_row([])
     with pytest.raises(ValueError, match="iou_threshold"):
         SeamMerger(grid, iou_threshold=0)
+
+
+def test_cross_class_views_of_one_object_merge_to_the_best_class():
+    """One square across a seam: the cut view is classed 2 (score 0.6), the whole view 1
+    (score 0.9); with cross_class the object comes out once, as class 1."""
+    from maskrcnnlib.tiling import Instance, SeamMerger, instances_from_tile, tile_grid
+
+    grid = tile_grid(100, 64, 64, 16)  # tile rows start at 0 and 36
+    obj = np.zeros((100, 64), bool)
+    obj[56:66, 10:20] = True  # whole in the lower tile, cut at row 64 in the upper one
+    upper, lower = grid[0][0], grid[1][0]
+    views = []
+    for tile, class_id, score in ((upper, 2, 0.6), (lower, 1, 0.9)):
+        masks = obj[tile.row:tile.row_end, tile.col:tile.col_end][:, :, None]
+        views.append(instances_from_tile(tile, masks, [class_id], [score]))
+    for cross_class, expected in ((True, [1]), (False, [1, 2])):
+        merger = SeamMerger(grid, cross_class=cross_class)
+        out = []
+        for row in views:
+            merger.add_row(row)
+            out += merger.pop_finished()
+        out += merger.finish()
+        assert sorted(i.class_id for i in out) == expected
+        if cross_class:
+            assert out[0].area == obj.sum() and isinstance(out[0], Instance)

@@ -1,0 +1,167 @@
+"""The detection pipeline i.ann.maskrcnn.detect calls: rasters in, vector map out.
+
+The current region is cut into tiles (maskrcnnlib.tiling); tiles stream by rows
+from GRASS (only one strip of rows is in memory), run through the network in
+batches, objects cut by tile seams are merged (SeamMerger) and finished objects
+are written as they come (grassio InstanceWriter), so memory does not grow with
+the raster. Null cells never become objects; wholly null tiles are skipped.
+"""
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from maskrcnnlib.errors import DetectionError
+from maskrcnnlib.modelcard import config_for_weights, read_card
+
+
+@dataclass
+class DetectJob:
+    model: str
+    images: list  # one list of raster names (one per band) per image
+    output: str = None  # None: one map per class, named after it (2018 behaviour)
+    classes: list = None  # rename the model's classes by order; needed without a card
+    output_type: list = field(default_factory=lambda: ["area"])
+    tile_size: int = 512
+    overlap: int = 64
+    batch_size: int = 1
+    score_threshold: float = None  # None: the model's
+    nms_threshold: float = None
+    overwrite: bool = False
+    history: str = None
+
+
+def detection_config(job):
+    """The Config to detect with: the model's, molding tiles at their own resolution.
+
+    A model with a card detects at the resolution of the region (tiles padded to a
+    multiple of 64). A card-less matterport file keeps the 2018 tool's molding
+    (768 px squares), so that it finds what the 2018 tool found.
+    """
+    config = config_for_weights(job.model, job.classes)
+    if read_card(job.model) is not None:
+        config.resize_mode = "square"
+        config.image_min_dim = job.tile_size
+        config.image_max_dim = -(-job.tile_size // 64) * 64
+        config.image_min_scale = 0.0
+    if job.score_threshold is not None:
+        config.detection_min_confidence = job.score_threshold
+    if job.nms_threshold is not None:
+        config.detection_nms_threshold = job.nms_threshold
+    config.images_per_gpu, config.gpu_count = job.batch_size, 1
+    return config.validate()
+
+
+def _batches(items, size):
+    """Consecutive groups of at most `size` items sharing one image shape."""
+    group = []
+    for item in items:
+        if group and (len(group) == size or group[0][1].shape != item[1].shape):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
+def _padded(image, size):
+    """image [h, w, bands] zero-padded south and east to [size, size, bands]."""
+    if size is None or image.shape[:2] == (size, size):
+        return image
+    out = np.zeros((size, size, image.shape[2]), image.dtype)
+    out[:image.shape[0], :image.shape[1]] = image
+    return out
+
+
+def detect_tile_row(detector, tiles, batch_size, region_shape, core_margin=0, pad_to=None):
+    """Instances (region coordinates) of one row of tiles.
+
+    tiles: [(tile, image [h, w, bands], valid bool [h, w])]; wholly invalid tiles
+    are skipped. pad_to: tiles smaller than this (at a region edge) are zero-padded
+    to it, as training chips were, so every tile runs at the region's resolution.
+    Returns (instances, tiles run).
+    """
+    from maskrcnnlib.tiling import instances_from_tile
+
+    instances, run = [], 0
+    todo = [(tile, _padded(image, pad_to), valid) for tile, image, valid in tiles
+            if valid.any()]
+    for group in _batches(todo, batch_size):
+        results = detector.detect([image for _, image, _ in group])
+        for (tile, _, valid), result in zip(group, results):
+            height, width = valid.shape
+            masks = result["masks"][:height, :width] & valid[:, :, None]
+            instances += instances_from_tile(tile, masks, result["class_ids"],
+                                             result["scores"], core_margin=core_margin,
+                                             region_shape=region_shape)
+        run += len(group)
+    return instances, run
+
+
+def detect_image(detector, bands, writer, job, message, percent, pad_to=None):
+    """Run one image (its band rasters) over the region into writer.
+
+    Several images share one writer: where they overlap, the objects of the first
+    keep their cells. pad_to: see detect_tile_row.
+    """
+    from maskrcnnlib import grassio
+    from maskrcnnlib.tiling import SeamMerger, tile_grid
+
+    region = grassio.region_info()
+    shape = (region["rows"], region["cols"])
+    grid = tile_grid(region["rows"], region["cols"], job.tile_size, job.overlap)
+    # a view cut by a tile edge may get another class than the whole view next door
+    merger = SeamMerger(grid, cross_class=True)
+    done, total = 0, sum(len(row) for row in grid)
+    for tiles in grassio.read_tile_rows(bands, grid):
+        # views wholly within half the overlap of a shared edge: the neighbour sees them whole
+        instances, _ = detect_tile_row(detector, tiles, job.batch_size, shape,
+                                       core_margin=job.overlap // 2, pad_to=pad_to)
+        merger.add_row(instances)
+        writer.add(list(merger.pop_finished()))
+        # rows above every object still open (and above the next tile row) are final
+        if merger.first_open_row is not None:
+            writer.flush_until(merger.first_open_row)
+        done += len(tiles)
+        percent(done, total, 2)
+    writer.add(list(merger.finish()))
+    message("{} tiles done".format(total))
+
+
+def run_detect_job(job, message=print, percent=lambda *a: None, warning=print):
+    """Detect as the job says; returns a Counter of objects per class name."""
+    from maskrcnnlib import grassio
+
+    for bands in job.images:
+        grassio.check_rasters(bands)
+    config = detection_config(job)
+    for bands in job.images:
+        if len(bands) != config.bands:
+            raise DetectionError("{} takes {} bands, {} given ({})".format(
+                job.model, config.bands, len(bands), ",".join(bands)))
+    from maskrcnnlib.model.inference import Detector  # TensorFlow from here on
+
+    detector = Detector(config)
+    detector.load_weights(job.model)
+    # card-less (2018) models mold each tile as the 2018 tool molded its images;
+    # ours pad edge tiles to tile_size as training chips were
+    pad_to = None if read_card(job.model) is None else job.tile_size
+    classes = list(config.class_names)
+    writer = grassio.InstanceWriter(job.output, classes, output_type=tuple(job.output_type),
+                                    overwrite=job.overwrite, per_class=job.output is None,
+                                    history=job.history)
+    try:
+        for bands in job.images:
+            detect_image(detector, bands, writer, job, message, percent, pad_to)
+        written = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    # what was written: where objects of different classes overlap, the first keeps
+    # the cells (see grassio_detect.InstanceWriter)
+    counts = Counter(writer.counts())
+    for name in classes:
+        message("{}: {} objects".format(name, counts.get(name, 0)))
+    if not written:
+        warning("No objects detected")
+    return counts

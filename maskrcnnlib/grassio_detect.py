@@ -1,0 +1,453 @@
+"""Detection I/O with GRASS: band strips in, instances out as a vector map.
+
+Part of :mod:`maskrcnnlib.grassio` (its names are re-exported there, so
+callers write ``grassio.read_tile_rows``); kept in its own file for size.
+Like the rest of grassio, everything works in the current computational
+region, never changes it nor the MASK, and raises
+:class:`maskrcnnlib.errors.DetectionError` instead of calling ``gs.fatal``.
+
+Coordinate order (as in grassio):
+
+* region cells ``(row, col)``: row 0 is the northern edge (rows grow
+  southwards), col 0 the western edge (cols grow eastwards);
+* image arrays are ``[y, x, band]`` with ``y`` = row and ``x`` = col;
+* map coordinates of a cell centre: east = west + (col + 0.5) * ewres,
+  north = north - (row + 0.5) * nsres.
+"""
+import mmap
+import os
+import re
+import subprocess
+import tempfile
+
+import numpy as np
+
+import grass.script as gs
+
+from maskrcnnlib.errors import DetectionError
+from maskrcnnlib.grassio import _temporary_name, _window_env
+
+OUTPUT_TYPES = ("area", "point")
+COLUMNS = "class text, class_id integer, score double precision, area double precision"
+# Vector names end up as SQL table names: keep them SQL-safe.
+_VECTOR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+
+
+def region_info():
+    """The current region: rows, cols (int); north, south, east, west, nsres, ewres (float)."""
+    region = gs.region()
+    info = {key: int(region[key]) for key in ("rows", "cols")}
+    info.update({name: float(region[key]) for name, key in (
+        ("north", "n"), ("south", "s"), ("east", "e"), ("west", "w"),
+        ("nsres", "nsres"), ("ewres", "ewres"))})
+    return info
+
+
+def _check_bands(bands):
+    names = list(bands or [])
+    if not names:
+        raise DetectionError("No raster maps given (bands)")
+    full, missing = [], []
+    for name in names:
+        found = gs.find_file(name, element="cell")["fullname"]
+        (full if found else missing).append(found or name)
+    if missing:
+        raise DetectionError("Raster map{} not found: {}".format(
+            "s" if len(missing) > 1 else "", ", ".join("<{}>".format(n) for n in missing)))
+    return full
+
+
+def _read_band(name, env, shape):
+    """float32 array ``shape`` = [rows, cols] (y down, x right) in env's window; null -> NaN."""
+    handle, path = tempfile.mkstemp(prefix="maskrcnn_", suffix=".bin")
+    os.close(handle)
+    try:
+        gs.run_command("r.out.bin", flags="f", input=name, output=path, bytes=4, null="nan",
+                       order="native", quiet=True, env=env, overwrite=True)
+        return np.fromfile(path, dtype=np.float32).reshape(shape)
+    finally:
+        os.remove(path)
+
+
+def read_tile_rows(bands, tile_rows):
+    """Images of tiles, read one strip of region rows per row of tiles.
+
+    Args:
+        bands: raster map names, one per image band, in order.
+        tile_rows: iterable of lists of tiles (e.g. ``tiling.tile_grid``); a tile
+            has ``row``, ``col`` (region cell of its first cell) and ``height``,
+            ``width`` (cells), all inside the current region.
+
+    Yields, per list of tiles, a list of ``(tile, image, valid)``: image float32
+    ``[height, width, len(bands)]`` indexed ``[y=row - tile.row, x=col - tile.col,
+    band]``; valid bool ``[height, width]``, False where any band is null (or
+    under the MASK). Null cells are 0 in image. One strip (the rows the list
+    spans, the full region width, all bands) is in memory at a time.
+
+    Raises:
+        DetectionError: a band is missing, or a tile lies outside the region.
+    """
+    names = _check_bands(bands)
+    region = gs.region()
+    rows, cols = int(region["rows"]), int(region["cols"])
+    for tiles in tile_rows:
+        tiles = list(tiles)
+        if not tiles:
+            yield []
+            continue
+        for tile in tiles:
+            if (tile.row < 0 or tile.col < 0 or tile.height < 1 or tile.width < 1
+                    or tile.row + tile.height > rows or tile.col + tile.width > cols):
+                raise DetectionError("Tile {} lies outside the region of {} x {} cells".format(
+                    tuple(tile), rows, cols))
+        top = min(tile.row for tile in tiles)
+        height = max(tile.row + tile.height for tile in tiles) - top
+        env = _window_env(region, top, 0, height, cols)
+        image = np.empty((height, cols, len(names)), np.float32)
+        valid = np.ones((height, cols), bool)
+        for index, name in enumerate(names):
+            band = _read_band(name, env, (height, cols))
+            null = np.isnan(band)
+            valid &= ~null
+            band[null] = 0.0
+            image[:, :, index] = band
+        yield [(tile,
+                image[tile.row - top:tile.row - top + tile.height,
+                      tile.col:tile.col + tile.width].copy(),
+                valid[tile.row - top:tile.row - top + tile.height,
+                      tile.col:tile.col + tile.width].copy())
+               for tile in tiles]
+
+
+class InstanceWriter:
+    """Writes instances into a vector map (or one map per class), streaming.
+
+    Args:
+        output: name of the vector map to create (current mapset); ignored
+            when per_class.
+        classes: class names; class id k (1..K) is ``classes[k - 1]``.
+        output_type: "area" and/or "point". Both: areas and points go into the
+            same map, and share a category (so one table row per instance).
+        overwrite: replace existing maps; otherwise DetectionError up front.
+        per_class: the 2018 tool's output: one map per class, named after the
+            class, created only for classes with at least one instance (as in
+            2018). The names of all classes are checked up front.
+        history: text stored as the maps' command history (v.support cmdhist);
+            the history then holds only this line, not the internal steps.
+
+    Instances (duck typed: ``class_id``, ``score``, ``row0``, ``col0``,
+    ``mask`` bool [h, w] with mask[y, x] = region cell (row0 + y, col0 + x))
+    get categories 1, 2, ... in the order added. Each claims the cells of its
+    mask that no earlier instance took (so objects never overlap and touching
+    objects stay separate areas); an instance left with no cell is dropped.
+    Cells outside the region are ignored. ``add`` writes the cells at once
+    into a disk-backed id grid of the region (4 bytes a cell, in the mapset's
+    temporary directory, paged by the OS), so instances may come in any order,
+    e.g. one image after another over the same region.
+
+    Table columns: cat, class (text), class_id (integer), score (double),
+    area (double: claimed cells * nsres * ewres, map units; degrees squared in
+    a lat-lon project). Points lie at the mean of the claimed cell centres
+    (for a non-convex object this can fall outside it). Areas follow cell
+    edges (r.to.vect, no smoothing); an instance whose cells form several
+    parts gives several areas with the same category.
+
+    Everything is built under temporary names in the region captured at
+    construction and renamed onto the final names at the end of close();
+    on failure (or abort()) the temporaries are removed and existing maps
+    are untouched. The MASK is honoured by r.to.vect: cells under it do not
+    become areas (the detect pipeline never puts objects there).
+    """
+
+    def __init__(self, output, classes, output_type=("area",), overwrite=False,
+                 per_class=False, history=None):
+        if isinstance(output_type, str):
+            output_type = output_type.split(",")
+        self.output_type = tuple(dict.fromkeys(output_type))
+        if not self.output_type or set(self.output_type) - set(OUTPUT_TYPES):
+            raise DetectionError("output_type must be 'area' and/or 'point', got {}".format(
+                ",".join(output_type)))
+        self.classes = [str(name) for name in classes]
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise DetectionError("Class names must be given and differ: {}".format(
+                ", ".join(self.classes)))
+        self.overwrite, self.per_class, self.history = bool(overwrite), per_class, history
+        self.outputs = self._check_outputs(output)
+        region = gs.region()
+        self._rows, self._cols = int(region["rows"]), int(region["cols"])
+        self._nsres, self._ewres = float(region["nsres"]), float(region["ewres"])
+        self._north, self._west = float(region["n"]), float(region["w"])
+        self._env = _window_env(region, 0, 0, self._rows, self._cols)
+        self._records = []  # per category - 1: [class_id, score, cells, mean row, mean col]
+        self._dropped = 0
+        self._temporaries = {"raster": [], "vector": []}
+        self._grid_path = gs.tempfile(create=True)
+        self._map = self._ids = None
+        self._done = False
+        try:
+            with open(self._grid_path, "r+b") as stream:
+                stream.truncate(self._rows * self._cols * 4)  # sparse: zeros = no object
+                self._map = mmap.mmap(stream.fileno(), 0)
+            self._ids = np.ndarray((self._rows, self._cols), np.int32, buffer=self._map)
+        except BaseException:
+            self._release_grid()
+            raise
+
+    @property
+    def count(self):
+        """Instances written so far (those that kept at least one cell)."""
+        return len(self._records)
+
+    @property
+    def dropped(self):
+        """Instances dropped: no cell in the region or all cells taken by earlier ones."""
+        return self._dropped
+
+    def counts(self):
+        """{class name: instances written}."""
+        counts = {name: 0 for name in self.classes}
+        for record in self._records:
+            counts[self.classes[record[0] - 1]] += 1
+        return counts
+
+    def _check_outputs(self, output):
+        """{class id or None: final map name}; DetectionError for bad or existing names."""
+        if self.per_class:
+            names = {index + 1: name for index, name in enumerate(self.classes)}
+        elif not output:
+            raise DetectionError("No output vector map name given")
+        else:
+            name, _, mapset = str(output).partition("@")
+            if mapset and mapset != gs.gisenv()["MAPSET"]:
+                raise DetectionError("Output map <{}> must be in the current mapset".format(
+                    output))
+            names = {None: name}
+        for name in names.values():
+            if not _VECTOR_NAME.match(name):
+                raise DetectionError(
+                    "<{}> is not a valid vector map name (letters, digits and _, starting "
+                    "with a letter){}".format(name, "; give an output map name instead of "
+                                             "one map per class" if self.per_class else ""))
+            if not self.overwrite and _exists("vector", name):
+                raise DetectionError("Vector map <{}> exists; use overwrite to replace "
+                                     "it".format(name))
+        return names
+
+    def add(self, instances):
+        """Write instances (region cells) into the id grid; earlier ones keep shared cells."""
+        self._check_open()
+        for instance in instances:
+            class_id = int(instance.class_id)
+            if not 1 <= class_id <= len(self.classes):
+                raise DetectionError("Class id {} outside 1..{} ({})".format(
+                    class_id, len(self.classes), ", ".join(self.classes)))
+            mask = np.asarray(instance.mask, bool)
+            row0, col0 = int(instance.row0), int(instance.col0)
+            top, left = max(row0, 0), max(col0, 0)
+            bottom = min(row0 + mask.shape[0], self._rows)
+            right = min(col0 + mask.shape[1], self._cols)
+            if bottom <= top or right <= left:
+                self._dropped += 1
+                continue
+            window = self._ids[top:bottom, left:right]
+            free = mask[top - row0:bottom - row0, left - col0:right - col0] & (window == 0)
+            rows, cols = np.nonzero(free)
+            if not rows.size:
+                self._dropped += 1
+                continue
+            self._records.append([class_id, float(instance.score), int(rows.size),
+                                  float(top + rows.mean()), float(left + cols.mean())])
+            window[rows, cols] = len(self._records)
+
+    def flush_until(self, row):
+        """Rows above ``row`` get no more instances: push them to disk, out of memory.
+
+        Only a hint: add() writes at once, so a later instance in those rows is still
+        written correctly (only read back from disk).
+        """
+        self._check_open()
+        length = min(max(int(row), 0), self._rows) * self._cols * 4
+        length -= length % mmap.PAGESIZE
+        if length:
+            self._map.flush(0, length)
+            if hasattr(mmap, "MADV_DONTNEED"):
+                self._map.madvise(mmap.MADV_DONTNEED, 0, length)
+
+    def close(self):
+        """Create the map(s) and return the number of instances written (0: empty map).
+
+        With per_class and no instance, no map is created.
+        """
+        self._check_open()
+        self._done = True
+        try:
+            self._release_grid(keep_file=True)
+            built = self._build()
+            self._rename(built)
+        finally:
+            self._cleanup()
+        return self.count
+
+    def abort(self):
+        """Give up: remove every temporary map and file; no output is created. Idempotent."""
+        self._done = True
+        self._cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _check_open(self):
+        if self._done:
+            raise DetectionError("The instance writer is already closed")
+
+    def _temporary(self, kind, purpose):
+        name = _temporary_name(purpose)
+        self._temporaries[kind].append(name)  # before creation: removed even if half made
+        return name
+
+    def _run(self, module, **options):
+        """Run an internal step; its messages (temporary names, notes) show only on failure."""
+        process = gs.start_command(module, quiet=True, env=self._env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, **options)
+        _, errors = process.communicate()
+        if process.returncode:
+            raise DetectionError("Writing the detected objects failed in {}: {}".format(
+                module, gs.decode(errors).strip()[-2000:] or "exit status {}".format(
+                    process.returncode)))
+
+    def _build(self):
+        """{final name: temporary vector map with geometry, table and history}."""
+        if self._records:
+            parts = []
+            if "area" in self.output_type:
+                parts.append(self._areas())
+            if "point" in self.output_type:
+                parts.append(self._points())
+            combined = parts[0]
+            if len(parts) > 1:
+                combined = self._temporary("vector", "objects")
+                self._run("v.patch", input=",".join(parts), output=combined)
+        else:
+            combined = self._temporary("vector", "objects")
+            self._run("v.edit", map=combined, tool="create")
+        self._run("v.db.addtable", map=combined, columns=COLUMNS)
+        self._fill_table(combined)
+        if not self.per_class:
+            built = {self.outputs[None]: combined}
+        else:
+            present = sorted({record[0] for record in self._records})
+            built = {}
+            for class_id in present:
+                part = self._temporary("vector", "class")
+                self._run("v.extract", input=combined, output=part,
+                          where="class_id = {}".format(class_id))
+                built[self.outputs[class_id]] = part
+        for temporary in built.values():
+            self._set_history(temporary)
+        return built
+
+    def _areas(self):
+        ids = self._temporary("raster", "ids")
+        self._run("r.in.bin", input=self._grid_path, output=ids, bytes=4, order="native",
+                  north=repr(self._north), south=repr(self._north - self._rows * self._nsres),
+                  west=repr(self._west), east=repr(self._west + self._cols * self._ewres),
+                  rows=self._rows, cols=self._cols, anull=0)
+        areas = self._temporary("vector", "areas")
+        self._run("r.to.vect", flags="vt", input=ids, output=areas, type="area")
+        return areas
+
+    def _points(self):
+        points = self._temporary("vector", "points")
+        handle, path = tempfile.mkstemp(prefix="maskrcnn_", suffix=".txt")
+        try:
+            with os.fdopen(handle, "w") as stream:
+                for cat, (_, _, _, row, col) in enumerate(self._records, 1):
+                    stream.write("{!r}|{!r}|{}\n".format(
+                        self._west + (col + 0.5) * self._ewres,
+                        self._north - (row + 0.5) * self._nsres, cat))
+            self._run("v.in.ascii", flags="t", input=path, output=points, format="point",
+                      separator="pipe", x=1, y=2, cat=3)
+        finally:
+            os.remove(path)
+        return points
+
+    def _fill_table(self, vector):
+        """One UPDATE per instance, in one transaction where the driver has them."""
+        link = gs.vector_db(vector, env=self._env)[1]
+        cell_area = self._nsres * self._ewres
+        handle, path = tempfile.mkstemp(prefix="maskrcnn_", suffix=".sql")
+        try:
+            with os.fdopen(handle, "w") as stream:
+                transaction = link["driver"] in ("sqlite", "pg")
+                if transaction:
+                    stream.write("BEGIN;\n")
+                for cat, (class_id, score, cells, _, _) in enumerate(self._records, 1):
+                    stream.write(
+                        "UPDATE {} SET class = '{}', class_id = {}, score = {}, area = {} "
+                        "WHERE {} = {};\n".format(
+                            link["table"], self.classes[class_id - 1].replace("'", "''"),
+                            class_id, repr(score) if np.isfinite(score) else "NULL",
+                            repr(cells * cell_area), link["key"], cat))
+                if transaction:
+                    stream.write("COMMIT;\n")
+            if self._records:
+                self._run("db.execute", input=path, driver=link["driver"],
+                          database=link["database"])
+        finally:
+            os.remove(path)
+
+    def _set_history(self, vector):
+        """Replace the internal steps' history (temporary names) by ``history``."""
+        if not self.history:
+            return
+        env = gs.gisenv()
+        path = os.path.join(env["GISDBASE"], env["LOCATION_NAME"], env["MAPSET"], "vector",
+                            vector, "hist")
+        if os.path.exists(path):
+            open(path, "w").close()
+        self._run("v.support", map=vector, cmdhist=self.history)
+
+    def _rename(self, built):
+        """Move the temporaries onto the final names (replacing old maps if overwrite)."""
+        existing = [name for name in built if _exists("vector", name)]
+        if existing and not self.overwrite:
+            raise DetectionError("Vector map <{}> exists; use overwrite to replace it".format(
+                existing[0]))
+        for final, temporary in built.items():
+            if final in existing:
+                self._run("g.remove", flags="f", type="vector", name=final)
+            self._run("g.rename", vector="{},{}".format(temporary, final))
+            self._temporaries["vector"].remove(temporary)
+            # the layer keeps the temporary name otherwise
+            link = gs.vector_db(final, env=self._env)[1]
+            self._run("v.db.connect", flags="o", map=final, layer=1, table=link["table"],
+                      key=link["key"])
+
+    def _release_grid(self, keep_file=False):
+        self._ids = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if not keep_file and self._grid_path and os.path.exists(self._grid_path):
+            os.remove(self._grid_path)
+
+    def _cleanup(self):
+        """Remove the id grid file and every temporary map that exists."""
+        self._release_grid()
+        for kind, names in self._temporaries.items():
+            names = [name for name in names if _exists(kind, name)]
+            if names:
+                gs.run_command("g.remove", flags="f", type=kind, name=names, quiet=True)
+        self._temporaries = {"raster": [], "vector": []}
+
+
+def _exists(kind, name):
+    """Whether a raster ("raster") or vector ("vector") map ``name`` is in the current mapset."""
+    element = "cell" if kind == "raster" else "vector"
+    return bool(gs.find_file(name, element=element, mapset=".")["fullname"])

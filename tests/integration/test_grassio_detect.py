@@ -1,0 +1,460 @@
+"""grassio detection I/O (region_info, read_tile_rows, InstanceWriter) in a GRASS project.
+
+Regions: BASE is 120 rows x 150 cols at res 1 with north=120, west=0; SHIFTED
+has the same cells at res 2 with north=1240, west=3000 (to catch row/col vs
+north/east mistakes). A region cell (row, col) has its centre at
+east = west + (col + 0.5) * res, north = north - (row + 0.5) * res.
+
+Expected values come from the numpy masks given to the writer (cell counts,
+mean cell positions), not from the code under test.
+"""
+import contextlib
+import os
+import uuid
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.grass
+
+Inst = namedtuple("Inst", "class_id score row0 col0 mask")  # duck type of tiling.Instance
+Tile = namedtuple("Tile", "row col height width")
+
+BASE = dict(n=120, s=0, w=0, e=150, res=1)
+SHIFTED = dict(n=1240, s=1000, w=3000, e=3300, res=2)
+CLASSES = ["building", "tree", "car"]
+
+
+def unique(prefix):
+    return "{}_{}".format(prefix, uuid.uuid4().hex[:8])
+
+
+@contextlib.contextmanager
+def region_override(**bounds):
+    """A region as this process' GRASS_REGION (the project's WIND is untouched)."""
+    import grass.script as gs
+
+    saved = os.environ.get("GRASS_REGION")
+    os.environ["GRASS_REGION"] = gs.region_env(**bounds)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("GRASS_REGION", None)
+        else:
+            os.environ["GRASS_REGION"] = saved
+
+
+def square(class_id, score, row0, col0, height, width):
+    return Inst(class_id, score, row0, col0, np.ones((height, width), bool))
+
+
+def disk(class_id, score, row, col, radius):
+    """Cells whose centre lies within radius of cell (row, col)'s centre; compact box."""
+    y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return Inst(class_id, score, row - radius, col - radius, x ** 2 + y ** 2 <= radius ** 2)
+
+
+def scene():
+    """Instances in the order the writer gets them, and their expected claimed cells."""
+    first = [square(1, 0.9, 10, 20, 10, 10),            # cat 1: 100 cells
+             square(1, 0.8, 30, 100, 10, 10),           # cat 2 and 3 touch along
+             square(1, 0.7, 30, 110, 10, 10)]           # col 109 | 110
+    second = [disk(2, 0.85, 60, 40, 8)]                 # cat 4
+    tall = [Inst(2, 0.6, 45, 130, np.ones((70, 10), bool))]  # cat 5: rows 45..114
+    late = [square(2, 0.5, 15, 25, 10, 10),             # cat 6: loses 25 cells to cat 1
+            square(1, 0.4, 12, 22, 4, 4)]               # wholly inside cat 1: dropped
+    return first, second, tall, late
+
+
+def expected_cells(rows=120, cols=150):
+    """Region grid of expected categories (0: none), earlier instances keeping cells."""
+    grid = np.zeros((rows, cols), np.int32)
+    cat = 0
+    for instance in [i for group in scene() for i in group]:
+        h, w = instance.mask.shape
+        window = grid[instance.row0:instance.row0 + h, instance.col0:instance.col0 + w]
+        free = instance.mask & (window == 0)
+        if free.any():
+            cat += 1
+            window[free] = cat
+    return grid
+
+
+def write_scene(output, **options):
+    from maskrcnnlib import grassio
+
+    first, second, tall, late = scene()
+    writer = grassio.InstanceWriter(output, CLASSES, **options)
+    writer.add(first)
+    writer.flush_until(30)
+    writer.add(second)
+    writer.flush_until(45)
+    writer.add(tall)
+    writer.flush_until(80)
+    writer.flush_until(115)
+    writer.add(late)  # above flushed rows: allowed, e.g. a second image
+    return writer, writer.close()
+
+
+def centre(cell, region):
+    row, col = cell
+    return (region["w"] + (col + 0.5) * region["res"], region["n"] - (row + 0.5) * region["res"])
+
+
+def cats_at(gs, name, cell, region, kind="Area"):
+    hits = gs.vector_what(map=name, coord=centre(cell, region))
+    return [(int(hit["Category"]), hit["Attributes"]["class"]) for hit in hits
+            if hit.get("Type") == kind]
+
+
+def records(gs, name):
+    import json
+
+    text = gs.read_command("v.db.select", map=name, format="json")
+    return {int(r["cat"]): r for r in json.loads(text)["records"]}
+
+
+def geometry_areas(gs, name):
+    """{cat: summed area of its areas} measured on the geometry by v.to.db."""
+    areas = {}
+    for line in gs.read_command("v.to.db", flags="p", map=name, option="area",
+                                columns="x", type="centroid", quiet=True).splitlines():
+        cat, value = line.split("|")
+        areas[int(cat)] = areas.get(int(cat), 0.0) + float(value)
+    return areas
+
+
+def project_state(gs):
+    """Everything the calls must leave alone: WIND, region, MASK, the list of maps."""
+    gisenv = gs.gisenv()
+    wind = os.path.join(gisenv["GISDBASE"], gisenv["LOCATION_NAME"], gisenv["MAPSET"],
+                        "WIND")
+    with open(wind) as stream:
+        wind_text = stream.read()
+    return {"wind": wind_text, "region": gs.read_command("g.region", flags="g"),
+            "maps": gs.read_command("g.list", type="all", mapset="*"),
+            "mask": gs.find_file("MASK", element="cell")["fullname"],
+            "tables": gs.read_command("db.tables", flags="p")}
+
+
+def assert_clean_topology(gs, name, areas):
+    topology = gs.vector_info_topo(name)
+    assert topology["areas"] == topology["centroids"] == areas
+    errors = unique("errors")
+    gs.run_command("v.build", flags="e", map=name, error=errors, quiet=True)
+    try:
+        assert gs.vector_info_topo(errors)["primitives"] == 0
+    finally:
+        gs.run_command("g.remove", flags="f", type="vector", name=errors, quiet=True)
+
+
+@pytest.mark.parametrize("region", [BASE, SHIFTED], ids=["res1", "res2_shifted"])
+def test_areas_attributes_and_positions(grass_session, region):
+    import grass.script as gs
+
+    output = unique("objects")
+    with region_override(**region):
+        before = project_state(gs)
+        writer, count = write_scene(output, history="i.ann.maskrcnn.detect output=x")
+        after = project_state(gs)
+    try:
+        grid = expected_cells()
+        cells = {cat: int((grid == cat).sum()) for cat in range(1, grid.max() + 1)}
+        assert count == writer.count == 6 and writer.dropped == 1
+        assert cells[1] == 100 and cells[6] == 75 and cells[5] == 700
+        cell_area = region["res"] ** 2
+        table = records(gs, output)
+        assert sorted(table) == [1, 2, 3, 4, 5, 6]
+        expected = {1: ("building", 1, 0.9), 2: ("building", 1, 0.8), 3: ("building", 1, 0.7),
+                    4: ("tree", 2, 0.85), 5: ("tree", 2, 0.6), 6: ("tree", 2, 0.5)}
+        for cat, (name, class_id, score) in expected.items():
+            record = table[cat]
+            assert (record["class"], int(record["class_id"])) == (name, class_id)
+            assert float(record["score"]) == pytest.approx(score)
+            assert float(record["area"]) == pytest.approx(cells[cat] * cell_area)
+        measured = geometry_areas(gs, output)
+        assert measured == pytest.approx({cat: n * cell_area for cat, n in cells.items()})
+        assert_clean_topology(gs, output, areas=6)
+        # positions: the touching pair are two areas, the overlap stays with cat 1
+        assert cats_at(gs, output, (35, 109), region) == [(2, "building")]
+        assert cats_at(gs, output, (35, 110), region) == [(3, "building")]
+        assert cats_at(gs, output, (17, 27), region) == [(1, "building")]
+        assert cats_at(gs, output, (22, 32), region) == [(6, "tree")]
+        assert cats_at(gs, output, (60, 40), region) == [(4, "tree")]
+        assert cats_at(gs, output, (114, 139), region) == [(5, "tree")]
+        assert cats_at(gs, output, (115, 139), region) == []
+        assert cats_at(gs, output, (5, 5), region) == []
+        history = gs.read_command("v.info", flags="h", map=output)
+        assert "i.ann.maskrcnn.detect output=x" in history and "tmp_maskrcnn" not in history
+        link = gs.vector_db(output)[1]
+        assert link["table"] == output and link["name"] == output
+        # nothing else changed: region, MASK, maps (but the output), tables
+        assert after["wind"] == before["wind"] and after["region"] == before["region"]
+        assert after["mask"] == before["mask"]
+        assert set(after["maps"].split()) - set(before["maps"].split()) == {output}
+        assert set(after["tables"].split()) - set(before["tables"].split()) == {output}
+        assert not os.path.exists(writer._grid_path)
+    finally:
+        gs.run_command("g.remove", flags="f", type="vector", name=output, quiet=True)
+
+
+def test_areas_and_points_in_one_map(grass_session):
+    import grass.script as gs
+
+    output = unique("both")
+    with region_override(**BASE):
+        _, count = write_scene(output, output_type=("area", "point"))
+    try:
+        assert count == 6
+        topology = gs.vector_info_topo(output)
+        assert topology["points"] == 6 and topology["areas"] == topology["centroids"] == 6
+        grid = expected_cells()
+        text = gs.read_command("v.out.ascii", input=output, type="point", format="point",
+                               separator="pipe")
+        points = {int(cat): (float(x), float(y)) for x, y, cat in
+                  (line.split("|")[:3] for line in text.splitlines())}
+        assert sorted(points) == [1, 2, 3, 4, 5, 6]
+        for cat, (east, north) in points.items():
+            rows, cols = np.nonzero(grid == cat)
+            assert east == pytest.approx(cols.mean() + 0.5)
+            assert north == pytest.approx(120 - rows.mean() - 0.5)
+        assert len(records(gs, output)) == 6  # one row per instance, shared by both
+    finally:
+        gs.run_command("g.remove", flags="f", type="vector", name=output, quiet=True)
+
+
+def test_points_only(grass_session):
+    import grass.script as gs
+
+    output = unique("points")
+    with region_override(**SHIFTED):
+        _, count = write_scene(output, output_type=("point",))
+    try:
+        topology = gs.vector_info_topo(output)
+        assert count == 6 and topology["points"] == 6 and topology["areas"] == 0
+        text = gs.read_command("v.out.ascii", input=output, type="point", format="point",
+                               separator="pipe")
+        first = {int(c): (float(x), float(y)) for x, y, c in
+                 (line.split("|")[:3] for line in text.splitlines())}[1]
+        assert first == pytest.approx(centre((14.5, 24.5), SHIFTED))  # mean of rows 10..19
+        assert float(records(gs, output)[6]["area"]) == pytest.approx(75 * 4)
+    finally:
+        gs.run_command("g.remove", flags="f", type="vector", name=output, quiet=True)
+
+
+def test_one_map_per_class(grass_session):
+    import grass.script as gs
+
+    from maskrcnnlib import grassio
+
+    classes = [unique("bldg"), unique("tree"), unique("car")]
+    with region_override(**BASE):
+        before = project_state(gs)
+        writer = grassio.InstanceWriter(None, classes, per_class=True)
+        first, second, tall, late = scene()
+        writer.add(first + second + tall + late)
+        count = writer.close()
+        after = project_state(gs)
+    try:
+        assert count == 6 and writer.counts() == {classes[0]: 3, classes[1]: 3,
+                                                 classes[2]: 0}
+        buildings, trees = records(gs, classes[0]), records(gs, classes[1])
+        assert sorted(buildings) == [1, 2, 3] and sorted(trees) == [4, 5, 6]
+        assert {r["class"] for r in buildings.values()} == {classes[0]}
+        assert float(trees[6]["area"]) == pytest.approx(75)
+        assert_clean_topology(gs, classes[0], areas=3)
+        assert_clean_topology(gs, classes[1], areas=3)
+        assert not gs.find_file(classes[2], element="vector")["fullname"]  # no detections
+        assert cats_at(gs, classes[0], (35, 110), BASE) == [(3, classes[0])]
+        new = set(after["maps"].split()) - set(before["maps"].split())
+        assert new == set(classes[:2])
+    finally:
+        gs.run_command("g.remove", flags="f", type="vector", name=classes[:2], quiet=True)
+
+
+def test_per_class_needs_valid_map_names(grass_session):
+    from maskrcnnlib import grassio
+    from maskrcnnlib.errors import DetectionError
+
+    with region_override(**BASE), pytest.raises(DetectionError, match="small tree"):
+        grassio.InstanceWriter(None, ["building", "small tree"], per_class=True)
+
+
+def test_no_detections_give_an_empty_map_with_its_table(grass_session):
+    import grass.script as gs
+
+    from maskrcnnlib import grassio
+
+    output = unique("empty")
+    with region_override(**BASE):
+        before = project_state(gs)
+        writer = grassio.InstanceWriter(output, CLASSES, output_type=("area", "point"))
+        writer.flush_until(120)
+        assert writer.close() == 0
+        after = project_state(gs)
+    try:
+        topology = gs.vector_info_topo(output)
+        assert topology["primitives"] == 0 and topology["areas"] == 0
+        columns = gs.vector_columns(output)
+        assert [columns[name]["type"].lower() for name in
+                ("cat", "class", "class_id", "score", "area")] == [
+                    "integer", "text", "integer", "double precision", "double precision"]
+        assert records(gs, output) == {}
+        new = set(after["maps"].split()) - set(before["maps"].split())
+        assert new == {output}
+    finally:
+        gs.run_command("g.remove", flags="f", type="vector", name=output, quiet=True)
+
+
+def test_existing_output_is_kept_without_overwrite_and_replaced_with_it(grass_session):
+    import grass.script as gs
+
+    from maskrcnnlib import grassio
+    from maskrcnnlib.errors import DetectionError
+
+    output = unique("exists")
+    gs.write_command("v.in.ascii", input="-", output=output, format="point",
+                     separator="comma", stdin="1,1\n2,2\n3,3\n", quiet=True)
+    try:
+        with region_override(**BASE):
+            before = project_state(gs)
+            with pytest.raises(DetectionError, match=output):
+                grassio.InstanceWriter(output, CLASSES)
+            assert project_state(gs) == before
+            assert gs.vector_info_topo(output)["points"] == 3
+            writer = grassio.InstanceWriter(output, CLASSES, overwrite=True)
+            writer.add([square(3, 0.5, 1, 1, 3, 3)])
+            assert writer.close() == 1
+        assert gs.vector_info_topo(output)["points"] == 0
+        assert records(gs, output)[1]["class"] == "car"
+        assert set(project_state(gs)["maps"].split()) == set(before["maps"].split())
+    finally:
+        gs.run_command("g.remove", flags="f", type="vector", name=output, quiet=True)
+
+
+def test_failure_and_abort_leave_nothing_behind(grass_session, monkeypatch):
+    import grass.script as gs
+
+    from maskrcnnlib import grassio, grassio_detect
+    from maskrcnnlib.errors import DetectionError
+
+    output = unique("failed")
+    with region_override(**BASE):
+        before = project_state(gs)
+        writer = grassio.InstanceWriter(output, CLASSES, output_type=("area", "point"))
+        writer.add(scene()[0])
+
+        def broken(self, vector):
+            raise DetectionError("table broke")
+
+        monkeypatch.setattr(grassio_detect.InstanceWriter, "_fill_table", broken)
+        with pytest.raises(DetectionError, match="table broke"):
+            writer.close()
+        assert project_state(gs) == before
+        assert not os.path.exists(writer._grid_path)
+        aborted = grassio.InstanceWriter(output, CLASSES)
+        aborted.add(scene()[1])
+        aborted.abort()
+        aborted.abort()
+        assert project_state(gs) == before and not os.path.exists(aborted._grid_path)
+        with pytest.raises(DetectionError, match="closed"):
+            aborted.add(scene()[1])
+
+
+def test_region_info(grass_session):
+    from maskrcnnlib import grassio
+
+    with region_override(**SHIFTED):
+        assert grassio.region_info() == {
+            "rows": 120, "cols": 150, "north": 1240.0, "south": 1000.0, "east": 3300.0,
+            "west": 3000.0, "nsres": 2.0, "ewres": 2.0}
+
+
+@pytest.fixture(scope="module")
+def markers(grass_session):
+    """Bands in SHIFTED: row() and col() (1-based), x() with a null block, y()."""
+    import grass.script as gs
+
+    prefix = unique("marks")
+    names = [prefix + suffix for suffix in ("_row", "_col", "_x", "_y")]
+    env = dict(os.environ, GRASS_REGION=gs.region_env(**SHIFTED))
+    gs.mapcalc("{} = row()".format(names[0]), env=env, quiet=True)
+    gs.mapcalc("{} = col()".format(names[1]), env=env, quiet=True)
+    gs.mapcalc("{} = if(row() >= 71 && row() <= 72 && col() >= 5 && col() <= 7, null(), x())"
+               .format(names[2]), env=env, quiet=True)
+    gs.mapcalc("{} = y()".format(names[3]), env=env, quiet=True)
+    yield names
+    gs.run_command("g.remove", flags="f", type="raster", name=names, quiet=True)
+
+
+def test_read_tile_rows_gives_the_cells_of_each_tile(markers):
+    import grass.script as gs
+
+    from maskrcnnlib import grassio
+
+    grid = [[Tile(row, col, 64, 64) for col in (0, 48, 86)] for row in (0, 56)]
+    with region_override(**SHIFTED):
+        before = project_state(gs)
+        strips = list(grassio.read_tile_rows(markers, grid))
+        assert project_state(gs) == before
+    assert [[tile for tile, _, _ in strip] for strip in strips] == grid
+    for strip in strips:
+        for tile, image, valid in strip:
+            assert image.shape == (64, 64, 4) and image.dtype == np.float32
+            assert valid.shape == (64, 64) and valid.dtype == bool
+            rows = tile.row + np.arange(64)[:, None]  # y = rows down (south)
+            cols = tile.col + np.arange(64)[None, :]  # x = cols east
+            np.testing.assert_array_equal(image[:, :, 0], np.broadcast_to(rows + 1, (64, 64)))
+            np.testing.assert_array_equal(image[:, :, 1], np.broadcast_to(cols + 1, (64, 64)))
+            null = (rows >= 70) & (rows <= 71) & (cols >= 4) & (cols <= 6)
+            np.testing.assert_array_equal(valid, ~null)
+            east = np.broadcast_to(3000 + (cols + 0.5) * 2, (64, 64))
+            np.testing.assert_array_equal(image[:, :, 2], np.where(null, 0, east))
+            north = np.broadcast_to(1240 - (rows + 0.5) * 2, (64, 64))
+            np.testing.assert_array_equal(image[:, :, 3], north)
+    assert (~strips[1][0][2]).sum() == 6 and strips[0][0][2].all()
+
+
+def test_read_tile_rows_honours_the_mask_and_leaves_it(markers):
+    import grass.script as gs
+
+    from maskrcnnlib import grassio
+
+    with region_override(**SHIFTED):
+        gs.run_command("r.mask", raster=markers[0], maskcats="1 thru 10", quiet=True)
+        try:
+            before = project_state(gs)
+            (strip,) = list(grassio.read_tile_rows(markers[:2], [[Tile(0, 0, 20, 30)]]))
+            assert project_state(gs) == before
+        finally:
+            gs.run_command("r.mask", flags="r", quiet=True)
+    tile, image, valid = strip[0]
+    assert valid[:10].all() and not valid[10:].any()
+    assert (image[10:] == 0).all() and image[9, 29, 1] == 30
+
+
+def test_read_tile_rows_names_a_missing_raster(markers):
+    from maskrcnnlib import grassio
+    from maskrcnnlib.errors import DetectionError
+
+    with region_override(**SHIFTED), pytest.raises(DetectionError, match="nosuchband_y"):
+        next(grassio.read_tile_rows([markers[0], "nosuchband_y"], [[Tile(0, 0, 8, 8)]]))
+
+
+def test_a_failing_step_is_reported_with_its_message(grass_session, monkeypatch):
+    import grass.script as gs
+
+    from maskrcnnlib import grassio, grassio_detect
+    from maskrcnnlib.errors import DetectionError
+
+    monkeypatch.setattr(grassio_detect, "COLUMNS", "class nosuchtype")
+    output = unique("badtable")
+    with region_override(**BASE):
+        before = project_state(gs)
+        writer = grassio.InstanceWriter(output, CLASSES)
+        writer.add(scene()[0])
+        with pytest.raises(DetectionError, match="(?s)db.execute.*no such column: class_id"):
+            writer.close()
+        assert project_state(gs) == before
