@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine: installs what is missing
 # (tools/setup.sh), installs the addon with g.extension into a temporary GRASS
-# project and addon directory, and runs both modules there.
+# project and addon directory, writes a synthetic scene there, trains a small
+# model on half of it, detects in the other half and prints what was found
+# (tools/demo_job.py). A few minutes on a 2-core CPU.
 #
 #   bash tools/demo.sh
 #
@@ -24,7 +26,6 @@ grass -e -c XY "$WORK/grassdata/demo"
 cat > "$WORK/job.sh" <<JOB
 set -e
 g.extension extension=i.ann.maskrcnn url="$WORK/src"
-i.ann.maskrcnn.train --help
-i.ann.maskrcnn.detect --help
+python3 "$ROOT/tools/demo_job.py" "$WORK"
 JOB
 grass "$WORK/grassdata/demo/PERMANENT" --exec bash "$WORK/job.sh"

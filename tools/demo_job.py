@@ -1,0 +1,99 @@
+"""The demo job, run by tools/demo.sh inside a temporary GRASS project.
+
+Writes a synthetic scene (three band rasters with red squares and blue disks, and
+training areas with a class column), trains a small model on the western half of
+the region with i.ann.maskrcnn.train, detects in the eastern half with
+i.ann.maskrcnn.detect, and prints what was found against what is there.
+"""
+import os
+import sys
+
+import numpy as np
+
+import grass.script as gs
+from grass.script import array as garray
+
+SIZE = 256  # cells per side of the scene; 1 m cells
+COLORS = {"square": (230.0, 70.0, 70.0), "disk": (70.0, 70.0, 230.0)}
+
+
+def scene(rng):
+    """Image [SIZE, SIZE, 3] and objects [(class, row, col, radius)] that do not touch."""
+    image = rng.normal(90, 12, (SIZE, SIZE, 3))
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    taken = np.zeros((SIZE, SIZE), bool)
+    objects = []
+    while len(objects) < 40:
+        r = int(rng.integers(7, 13))
+        cy, cx = (int(v) for v in rng.integers(r + 2, SIZE - r - 2, size=2))
+        kind = ("square", "disk")[int(rng.integers(0, 2))]
+        box = (abs(yy - cy) <= r + 3) & (abs(xx - cx) <= r + 3)
+        if (box & taken).any():
+            continue
+        taken |= box
+        if kind == "square":
+            mask = (abs(yy - cy) <= r) & (abs(xx - cx) <= r)
+        else:
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        image[mask] = np.array(COLORS[kind]) + rng.uniform(-15, 15, 3)
+        objects.append((kind, cy, cx, r))
+    return np.clip(image, 0, 255), objects
+
+
+def write_maps(image, objects):
+    for band, name in enumerate(("demo_red", "demo_green", "demo_blue")):
+        raster = garray.array(dtype=np.float64)
+        raster[...] = image[:, :, band]
+        raster.write(name, overwrite=True)
+    lines = []
+    for n, (kind, cy, cx, r) in enumerate(objects, start=1):
+        north, south, west, east = SIZE - (cy - r), SIZE - (cy + r + 1), cx - r, cx + r + 1
+        if kind == "square":
+            ring = [(west, south), (west, north), (east, north), (east, south)]
+        else:
+            angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+            ring = [(cx + 0.5 + (r + 0.5) * np.cos(a), SIZE - cy - 0.5 + (r + 0.5) * np.sin(a))
+                    for a in angles]
+        ring.append(ring[0])
+        lines.append("B {}\n".format(len(ring)) + "".join(" {} {}\n".format(*p) for p in ring))
+        lines.append("C 1 1\n {} {}\n 1 {}\n".format(cx + 0.5, SIZE - cy - 0.5, n))
+    gs.write_command("v.in.ascii", input="-", output="demo_objects", format="standard",
+                     flags="n", stdin="".join(lines), overwrite=True, quiet=True)
+    gs.run_command("v.db.addtable", map="demo_objects", columns="kind text", quiet=True)
+    for kind in COLORS:
+        cats = ",".join(str(n) for n, o in enumerate(objects, start=1) if o[0] == kind)
+        gs.run_command("v.db.update", map="demo_objects", column="kind", value=kind,
+                       where="cat in ({})".format(cats), quiet=True)
+
+
+def main(work):
+    rng = np.random.default_rng(2026)
+    image, objects = scene(rng)
+    gs.run_command("g.region", n=SIZE, s=0, w=0, e=SIZE, res=1)
+    write_maps(image, objects)
+    bands = "demo_red,demo_green,demo_blue"
+    logs = os.path.join(work, "logs")
+    gs.message("Training on the western half of the scene...")
+    gs.run_command("g.region", n=SIZE, s=0, w=0, e=SIZE // 2, res=1)
+    gs.run_command("i.ann.maskrcnn.train", input=bands, training_map="demo_objects",
+                   class_column="kind", classes="square,disk", logs=logs, name="demo",
+                   tile_size=128, overlap=32, backbone="resnet18", epochs=6,
+                   steps_per_epoch=40, images_per_gpu=2, learning_rate=0.005, seed=1,
+                   augment="flip_rotate")
+    model = os.path.join(logs, "mask_rcnn_demo_0006.h5")
+    gs.message("Detecting in the eastern half...")
+    gs.run_command("g.region", n=SIZE, s=0, w=SIZE // 2, e=SIZE, res=1)
+    gs.run_command("i.ann.maskrcnn.detect", input=bands, model=model, output="demo_found",
+                   tile_size=128, overlap=32)
+    found = gs.read_command("v.db.select", map="demo_found", columns="class,score,area",
+                            separator="|", flags="c").split()
+    there = [o for o in objects if o[2] >= SIZE // 2]  # centre in the eastern half
+    print("\nIn the eastern half there are {} objects ({} squares, {} disks)".format(
+        len(there), sum(o[0] == "square" for o in there), sum(o[0] == "disk" for o in there)))
+    print("i.ann.maskrcnn.detect found {}:".format(len(found)))
+    for kind in COLORS:
+        print("  {}: {}".format(kind, sum(row.split("|")[0] == kind for row in found)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
