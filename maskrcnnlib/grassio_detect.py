@@ -28,6 +28,8 @@ from maskrcnnlib.errors import DetectionError
 from maskrcnnlib.grassio import _temporary_name, _window_env
 
 OUTPUT_TYPES = ("area", "point")
+# an instance with more than this share of its cells already taken is a duplicate
+DUPLICATE_SHARE = 0.5
 COLUMNS = "class text, class_id integer, score double precision, area double precision"
 # Vector names end up as SQL table names: keep them SQL-safe.
 _VECTOR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
@@ -139,7 +141,12 @@ class InstanceWriter:
     ``mask`` bool [h, w] with mask[y, x] = region cell (row0 + y, col0 + x))
     get categories 1, 2, ... in the order added. Each claims the cells of its
     mask that no earlier instance took (so objects never overlap and touching
-    objects stay separate areas); an instance left with no cell is dropped.
+    objects stay separate areas). An instance left with no cell is dropped, and
+    so is one that finds more than ``DUPLICATE_SHARE`` of its cells taken: it
+    is another view of an object already written (Mask R-CNN suppresses
+    duplicates per class only, so one object may come twice under two
+    classes), and writing it would leave a sliver beside that object. Add
+    instances best score first to keep the better view.
     Cells outside the region are ignored. ``add`` writes the cells at once
     into a disk-backed id grid of the region (4 bytes a cell, in the mapset's
     temporary directory, paged by the OS), so instances may come in any order,
@@ -179,7 +186,7 @@ class InstanceWriter:
         self._north, self._west = float(region["n"]), float(region["w"])
         self._env = _window_env(region, 0, 0, self._rows, self._cols)
         self._records = []  # per category - 1: [class_id, score, cells, mean row, mean col]
-        self._dropped = 0
+        self._dropped = self._duplicates = 0
         self._temporaries = {"raster": [], "vector": []}
         self._grid_path = gs.tempfile(create=True)
         self._map = self._ids = None
@@ -200,8 +207,13 @@ class InstanceWriter:
 
     @property
     def dropped(self):
-        """Instances dropped: no cell in the region or all cells taken by earlier ones."""
+        """Instances dropped: no cell in the region, or mostly taken by earlier ones."""
         return self._dropped
+
+    @property
+    def duplicates(self):
+        """Of the dropped instances, those dropped because earlier ones took their cells."""
+        return self._duplicates
 
     def counts(self):
         """{class name: instances written}."""
@@ -250,10 +262,13 @@ class InstanceWriter:
                 self._dropped += 1
                 continue
             window = self._ids[top:bottom, left:right]
-            free = mask[top - row0:bottom - row0, left - col0:right - col0] & (window == 0)
+            inside = mask[top - row0:bottom - row0, left - col0:right - col0]
+            free = inside & (window == 0)
             rows, cols = np.nonzero(free)
-            if not rows.size:
+            cells = np.count_nonzero(inside)
+            if not cells or rows.size < cells * (1 - DUPLICATE_SHARE):
                 self._dropped += 1
+                self._duplicates += bool(cells)
                 continue
             self._records.append([class_id, float(instance.score), int(rows.size),
                                   float(top + rows.mean()), float(left + cols.mean())])

@@ -120,6 +120,9 @@ def train(config, train_data, logs, name, validation_data=None, initial_weights=
     prepare_logs(logs)
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
+        # same seed, same losses: also fix the order of floating-point sums in
+        # multi-threaded kernels (slower; only asked for with a seed)
+        tf.config.experimental.enable_op_determinism()
     trainer = MaskRCNNTrainer(config, seed=seed)
     initial_epoch, from_weights, card = 0, bool(initial_weights), {}
     if initial_weights:

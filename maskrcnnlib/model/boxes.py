@@ -82,12 +82,21 @@ def box_refinement(box, gt_box):
     return np.stack([dy, dx, dh, dw], axis=1)
 
 
+# log(dh) and log(dw) are capped here before exp(). matterport does not cap, so a
+# huge delta gives an infinite size and then y2 = y1 + height = -inf + inf = NaN
+# (crop_and_resize then fails on "boxes not finite"). exp(20) ~ 5e8 keeps every
+# size finite, and a box grown that much covers the whole image, as matterport's
+# would once clipped: results differ from matterport only where its were NaN.
+MAX_LOG_SCALE = 20.0
+
+
 def apply_box_deltas(boxes, deltas):
     """Move boxes by deltas (the decoding; inverse of box_refinement).
 
     boxes: [N, (y1, x1, y2, x2)]; deltas: [N, (dy, dx, log(dh), log(dw))].
     Returns float32 [N, (y1, x1, y2, x2)]. Every step is rounded to
-    float32, as matterport's in-place float32 updates do.
+    float32, as matterport's in-place float32 updates do. log(dh), log(dw) are
+    capped at MAX_LOG_SCALE.
     """
     f32 = np.float32
     boxes = np.asarray(boxes).astype(f32)
@@ -99,8 +108,8 @@ def apply_box_deltas(boxes, deltas):
     # the centre moves in units of the old size, before the size changes
     center_y = (center_y + deltas[:, 0] * height).astype(f32)
     center_x = (center_x + deltas[:, 1] * width).astype(f32)
-    height = (height * np.exp(deltas[:, 2])).astype(f32)
-    width = (width * np.exp(deltas[:, 3])).astype(f32)
+    height = (height * np.exp(np.minimum(deltas[:, 2], MAX_LOG_SCALE))).astype(f32)
+    width = (width * np.exp(np.minimum(deltas[:, 3], MAX_LOG_SCALE))).astype(f32)
     y1 = center_y - 0.5 * height
     x1 = center_x - 0.5 * width
     return np.stack([y1, x1, y1 + height, x1 + width], axis=1)
@@ -142,8 +151,8 @@ def apply_box_deltas_ops(boxes, deltas):
     center_x = bx1 + 0.5 * width
     center_y = center_y + dy * height
     center_x = center_x + dx * width
-    height = height * ops.exp(dh)
-    width = width * ops.exp(dw)
+    height = height * ops.exp(ops.minimum(dh, MAX_LOG_SCALE))
+    width = width * ops.exp(ops.minimum(dw, MAX_LOG_SCALE))
     y1 = center_y - 0.5 * height
     x1 = center_x - 0.5 * width
     return ops.stack([y1, x1, y1 + height, x1 + width], axis=-1)

@@ -104,3 +104,18 @@ def test_ops_round_trip_keeps_leading_axes(shape):
     decoded = ops.convert_to_numpy(B.apply_box_deltas_ops(anchors, deltas))
     assert decoded.shape == shape
     np.testing.assert_allclose(decoded, targets, rtol=1e-5, atol=1e-3)
+
+
+def test_huge_size_deltas_give_finite_boxes_covering_the_window():
+    """An untrained or diverging head can emit log(dh) far beyond exp()'s range; the
+    decoded box must stay finite (not -inf + inf = NaN) and, clipped, cover the window."""
+    from keras import ops
+
+    boxes = np.array([[0.4, 0.4, 0.41, 0.41], [0.5, 0.5, 0.5, 0.5]], np.float32)
+    deltas = np.array([[0.0, 0.0, 500.0, 1e30], [0.0, 0.0, 90.0, 90.0]], np.float32)
+    window = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
+    for decoded in (B.apply_box_deltas(boxes, deltas),
+                    ops.convert_to_numpy(B.apply_box_deltas_ops(boxes, deltas))):
+        assert np.isfinite(decoded).all(), decoded
+        np.testing.assert_array_equal(B.clip_boxes(decoded[:1], window), [window])
+        np.testing.assert_array_equal(decoded[1], [0.5, 0.5, 0.5, 0.5])  # zero size stays
