@@ -214,10 +214,12 @@ def check_options(options, flags):
     return classes
 
 
-def make_job(options, classes):
+def make_job(options, flags, classes):
     from maskrcnnlib.detect import DetectJob
 
-    if options["input"]:
+    if options["images_directory"]:
+        images = []
+    elif options["input"]:
         images = [split_list(options["input"])]
     else:
         images = [list(maps) for maps in zip(*(split_list(options[key])
@@ -230,7 +232,9 @@ def make_job(options, classes):
         score_threshold=float(options["score_threshold"]) if options["score_threshold"]
         else None,
         nms_threshold=float(options["nms_threshold"]) if options["nms_threshold"] else None,
-        overwrite=gs.overwrite(), history=" ".join(sys.argv))
+        overwrite=gs.overwrite(), history=" ".join(sys.argv),
+        images_directory=options["images_directory"] or None,
+        images_format=options["images_format"] or None, external=flags["e"])
 
 
 def main(options, flags):
@@ -239,22 +243,13 @@ def main(options, flags):
         gs.fatal(_("overlap ({}) must be less than half of tile_size ({})").format(
             options["overlap"], options["tile_size"]))
     find_library()
-    if options["images_directory"]:
-        gs.fatal(_("Detection in images_directory is not built yet; import the images "
-                   "(r.import) and use input= or band1, band2, band3"))
     from maskrcnnlib.errors import MaskRCNNError
     from maskrcnnlib.quiet import import_tensorflow
-
-    try:
-        import_tensorflow()
-    except ImportError as error:
-        gs.fatal(_("{} cannot import TensorFlow ({}): install the Python packages of "
-                   "requirements.txt for it, or put the environment that has them first "
-                   "on PATH").format(sys.executable, error))
     from maskrcnnlib.detect import run_detect_job
 
     try:
-        run_detect_job(make_job(options, classes), message=gs.message, percent=gs.percent,
+        import_tensorflow()  # without TensorFlow's start-up banners on stderr
+        run_detect_job(make_job(options, flags, classes), message=gs.message, percent=gs.percent,
                        warning=gs.warning)
     except MaskRCNNError as error:
         gs.fatal(str(error))

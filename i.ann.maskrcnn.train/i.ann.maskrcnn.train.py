@@ -364,19 +364,12 @@ def main(options, flags):
     find_library()
     from maskrcnnlib.errors import MaskRCNNError
     from maskrcnnlib.quiet import import_tensorflow
-
-    try:
-        import_tensorflow()  # without TensorFlow's start-up banners on stderr
-    except ImportError as error:
-        gs.fatal(_("{} cannot import TensorFlow ({}): install the Python packages of "
-                   "requirements.txt for it, or put the environment that has them first "
-                   "on PATH").format(sys.executable, error))
-
-    job = make_job(options, flags, classes)
     from maskrcnnlib.train_job import run_train_job
 
     try:
-        result = run_train_job(job, message=gs.message, percent=gs.percent)
+        import_tensorflow()  # without TensorFlow's start-up banners on stderr
+        result = run_train_job(make_job(options, flags, classes), message=gs.message,
+                               percent=gs.percent)
     except MaskRCNNError as error:
         gs.fatal(str(error))
     if result.checkpoints:

@@ -29,6 +29,9 @@ class DetectJob:
     nms_threshold: float = None
     overwrite: bool = False
     history: str = None
+    images_directory: str = None  # image files to detect in, instead of images
+    images_format: str = None  # their file name suffix (jpg, png, tif...)
+    external: bool = False  # their georeferencing: world file or .aux.xml (flag -e)
 
 
 def detection_config(job):
@@ -98,6 +101,11 @@ def detect_tile_row(detector, tiles, batch_size, region_shape, core_margin=0, pa
     return instances, run
 
 
+def _best_first(instances):
+    """Instances by score, best first: where two overlap, the writer keeps the better."""
+    return sorted(instances, key=lambda instance: -instance.score)
+
+
 def detect_image(detector, bands, writer, job, message, percent, pad_to=None):
     """Run one image (its band rasters) over the region into writer.
 
@@ -118,20 +126,34 @@ def detect_image(detector, bands, writer, job, message, percent, pad_to=None):
         instances, _ = detect_tile_row(detector, tiles, job.batch_size, shape,
                                        core_margin=job.overlap // 2, pad_to=pad_to)
         merger.add_row(instances)
-        writer.add(list(merger.pop_finished()))
+        writer.add(_best_first(merger.pop_finished()))
         # rows above every object still open (and above the next tile row) are final
         if merger.first_open_row is not None:
             writer.flush_until(merger.first_open_row)
         done += len(tiles)
         percent(done, total, 2)
-    writer.add(list(merger.finish()))
+    writer.add(_best_first(merger.finish()))
     message("{} tiles done".format(total))
 
 
 def run_detect_job(job, message=print, percent=lambda *a: None, warning=print):
-    """Detect as the job says; returns a Counter of objects per class name."""
+    """Detect as the job says; returns a Counter of objects per class name.
+
+    Image files (job.images_directory) are imported for the run into temporary
+    rasters limited to the region, and removed afterwards.
+    """
     from maskrcnnlib import grassio
 
+    if job.images_directory:
+        from maskrcnnlib.imagefiles import ImportedImages, list_images
+
+        paths = list_images(job.images_directory, job.images_format)
+        config = detection_config(job)  # a bad model stops us before any import
+        with ImportedImages(paths, external=job.external, band_count=config.bands,
+                            warning=warning) as imported:
+            message("{} of {} images overlap the region".format(len(imported.images),
+                                                                len(paths)))
+            return _detect(job, config, imported.images, message, percent, warning)
     for bands in job.images:
         grassio.check_rasters(bands)
     config = detection_config(job)
@@ -139,6 +161,38 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print):
         if len(bands) != config.bands:
             raise DetectionError("{} takes {} bands, {} given ({})".format(
                 job.model, config.bands, len(bands), ",".join(bands)))
+    images = _images_in_region(job.images, warning)
+    return _detect(job, config, images, message, percent, warning)
+
+
+def _images_in_region(images, warning):
+    """The images (band lists) whose rasters overlap the region; warns of the others."""
+    import grass.script as gs
+
+    region = gs.region()
+    kept, outside = [], []
+    for bands in images:
+        infos = [gs.raster_info(name) for name in bands]
+        if all(float(i["south"]) < float(region["n"]) and float(i["north"]) > float(region["s"])
+               and float(i["west"]) < float(region["e"]) and float(i["east"]) > float(region["w"])
+               for i in infos):
+            kept.append(bands)
+        else:
+            outside.append(bands)
+    if not kept:
+        raise DetectionError(
+            "The input rasters ({}) do not overlap the computational region (n={:g} s={:g} "
+            "e={:g} w={:g}); set it with g.region raster=...".format(
+                "; ".join(",".join(bands) for bands in images),
+                *[float(region[key]) for key in ("n", "s", "e", "w")]))
+    for bands in outside:
+        warning("Raster maps {} do not overlap the computational region: skipped".format(
+            ",".join(bands)))
+    return kept
+
+
+def _detect(job, config, images, message, percent, warning):
+    from maskrcnnlib import grassio
     from maskrcnnlib.model.inference import Detector  # TensorFlow from here on
 
     detector = Detector(config)
@@ -151,15 +205,18 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print):
                                     overwrite=job.overwrite, per_class=job.output is None,
                                     history=job.history)
     try:
-        for bands in job.images:
+        for bands in images:
             detect_image(detector, bands, writer, job, message, percent, pad_to)
         written = writer.close()
     except BaseException:
         writer.abort()
         raise
-    # what was written: where objects of different classes overlap, the first keeps
-    # the cells (see grassio_detect.InstanceWriter)
+    # what was written: where detections overlap, the better-scoring one keeps the
+    # cells (see grassio_detect.InstanceWriter)
     counts = Counter(writer.counts())
+    if writer.duplicates:
+        message("{} detections dropped: most of their cells belong to a better-scoring "
+                "object".format(writer.duplicates))
     for name in classes:
         message("{}: {} objects".format(name, counts.get(name, 0)))
     if not written:

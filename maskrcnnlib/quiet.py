@@ -6,11 +6,14 @@ whatever TF_CPP_MIN_LOG_LEVEL says; GRASS users read module output on that strea
 import os
 import sys
 
+from maskrcnnlib.errors import MaskRCNNError
+
 
 def import_tensorflow():
     """Import and return tensorflow with stderr (fd 2) silenced during the import.
 
-    Python exceptions are not hidden: they propagate after stderr is restored.
+    Python exceptions are not hidden: they propagate after stderr is restored; a
+    missing TensorFlow raises MaskRCNNError naming the interpreter.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules:
@@ -22,6 +25,11 @@ def import_tensorflow():
             os.dup2(devnull.fileno(), 2)
             import tensorflow
             import keras  # noqa: F401  (its first import also prints through absl)
+    except ImportError as error:
+        raise MaskRCNNError(
+            "{} cannot import TensorFlow ({}): install the Python packages of "
+            "requirements.txt for it, or put the environment that has them first on "
+            "PATH".format(sys.executable, error)) from error
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what i.ann.maskrcnn needs on Debian 12, skipping what is already there:
-# GRASS GIS 8.2 (grass-core, grass-dev), make, and a Python virtual environment
+# GRASS GIS 8.2 (grass-core, grass-dev), gdal-bin (gdalinfo, for detection in
+# image files), make, and a Python virtual environment
 # with requirements.txt (plus requirements-dev.txt with --dev).
 #
 #   bash tools/setup.sh [--dev]
@@ -17,7 +18,7 @@ REQUIREMENTS=$ROOT/requirements.txt
 [ "${1:-}" = "--dev" ] && REQUIREMENTS=$ROOT/requirements-dev.txt
 
 # System packages: EXTRA_APT_PACKAGES adds more (the GUI tests need xvfb...).
-packages="grass-core grass-dev python3-venv make ${EXTRA_APT_PACKAGES:-}"
+packages="grass-core grass-dev gdal-bin python3-venv make ${EXTRA_APT_PACKAGES:-}"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \

@@ -12,14 +12,14 @@ else 0; band2 = row() (1-based); band3 = col() (1-based) with a null block.
 With tile 64 and overlap 16 the chip origins are rows 0,48,96,136 and
 cols 0,48,96,144,192,236 (24 chips).
 """
-import contextlib
 import json
 import math
 import os
-import uuid
 
 import numpy as np
 import pytest
+
+from support.grass_helpers import region_override, unique
 
 pytestmark = pytest.mark.grass
 
@@ -31,26 +31,6 @@ SQUARES = [  # (cat, west, east, south, north)
 DISKS = [(4, 250.0, 150.0, 12.0), (5, 100.0, 40.0, 10.0)]  # (cat, east, north, radius)
 CLASS_OF = {1: "building", 2: "building", 3: "building", 4: "tree", 5: "tree"}
 MARKER = {1: 101, 2: 102, 3: 103}
-
-
-def unique(prefix):
-    return "{}_{}".format(prefix, uuid.uuid4().hex[:8])
-
-
-@contextlib.contextmanager
-def region_override(**bounds):
-    """A region as this process' GRASS_REGION (the project's WIND is untouched)."""
-    import grass.script as gs
-
-    saved = os.environ.get("GRASS_REGION")
-    os.environ["GRASS_REGION"] = gs.region_env(**bounds)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("GRASS_REGION", None)
-        else:
-            os.environ["GRASS_REGION"] = saved
 
 
 SCENE_REGION = dict(n=ROWS, s=0, w=0, e=COLS, res=1)
