@@ -76,19 +76,35 @@ def _padded(image, size):
     return out
 
 
-def detect_tile_row(detector, tiles, batch_size, region_shape, core_margin=0, pad_to=None):
+def _as_8bit(image):
+    """image as uint8 when all its values are integers in 0..255, else unchanged.
+
+    The 2018 tool fed 8-bit images, and matterport's resizing truncates the
+    resized pixels back to the input's dtype: the same tile as float32 keeps the
+    fractions and gives (slightly) different detections.
+    """
+    if image.size and image.min() >= 0 and image.max() <= 255 \
+            and np.array_equal(image, np.round(image)):
+        return image.astype(np.uint8)
+    return image
+
+
+def detect_tile_row(detector, tiles, batch_size, region_shape, core_margin=0, pad_to=None,
+                    eight_bit=False):
     """Instances (region coordinates) of one row of tiles.
 
     tiles: [(tile, image [h, w, bands], valid bool [h, w])]; wholly invalid tiles
     are skipped. pad_to: tiles smaller than this (at a region edge) are zero-padded
     to it, as training chips were, so every tile runs at the region's resolution.
+    eight_bit: tiles of 8-bit values go to the network as uint8 (see _as_8bit; for
+    2018 models, which resize each tile).
     Returns (instances, tiles run).
     """
     from maskrcnnlib.tiling import instances_from_tile
 
     instances, run = [], 0
-    todo = [(tile, _padded(image, pad_to), valid) for tile, image, valid in tiles
-            if valid.any()]
+    todo = [(tile, _padded(_as_8bit(image) if eight_bit else image, pad_to), valid)
+            for tile, image, valid in tiles if valid.any()]
     for group in _batches(todo, batch_size):
         results = detector.detect([image for _, image, _ in group])
         for (tile, _, valid), result in zip(group, results):
@@ -124,7 +140,8 @@ def detect_image(detector, bands, writer, job, message, percent, pad_to=None):
     for tiles in grassio.read_tile_rows(bands, grid):
         # views wholly within half the overlap of a shared edge: the neighbour sees them whole
         instances, _ = detect_tile_row(detector, tiles, job.batch_size, shape,
-                                       core_margin=job.overlap // 2, pad_to=pad_to)
+                                       core_margin=job.overlap // 2, pad_to=pad_to,
+                                       eight_bit=pad_to is None)
         merger.add_row(instances)
         writer.add(_best_first(merger.pop_finished()))
         # rows above every object still open (and above the next tile row) are final
