@@ -154,6 +154,29 @@
 # % guisection: Output
 # %end
 
+# %option G_OPT_V_INPUT
+# % key: reference
+# % label: Reference areas to assess the detections against
+# % description: Per class precision, recall, F1, AP50, AP75 and mAP (COCO) in the region
+# % required: no
+# % guisection: Accuracy
+# %end
+
+# %option G_OPT_DB_COLUMN
+# % key: reference_column
+# % label: Column of the reference areas holding their class names
+# % answer: class
+# % required: no
+# % guisection: Accuracy
+# %end
+
+# %option G_OPT_F_OUTPUT
+# % key: report
+# % label: JSON file to write the accuracy figures to
+# % required: no
+# % guisection: Accuracy
+# %end
+
 # %rules
 # % required: input, band1, images_directory
 # % exclusive: input, band1, images_directory
@@ -161,6 +184,7 @@
 # % requires_all: images_directory, images_format
 # % requires: images_format, images_directory
 # % requires: -e, images_directory
+# % requires: report, reference
 # %end
 
 import os
@@ -234,7 +258,10 @@ def make_job(options, flags, classes):
         nms_threshold=float(options["nms_threshold"]) if options["nms_threshold"] else None,
         overwrite=gs.overwrite(), history=" ".join(sys.argv),
         images_directory=options["images_directory"] or None,
-        images_format=options["images_format"] or None, external=flags["e"])
+        images_format=options["images_format"] or None, external=flags["e"],
+        reference=options["reference"] or None,
+        reference_column=options["reference_column"] or "class",
+        report=options["report"] or None)
 
 
 def main(options, flags):

@@ -6,6 +6,8 @@ batches, objects cut by tile seams are merged (SeamMerger) and finished objects
 are written as they come (grassio InstanceWriter), so memory does not grow with
 the raster. Null cells never become objects; wholly null tiles are skipped.
 """
+import contextlib
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -32,6 +34,9 @@ class DetectJob:
     images_directory: str = None  # image files to detect in, instead of images
     images_format: str = None  # their file name suffix (jpg, png, tif...)
     external: bool = False  # their georeferencing: world file or .aux.xml (flag -e)
+    reference: str = None  # vector areas to assess the detections against
+    reference_column: str = "class"  # its column of class names
+    report: str = None  # JSON file for the accuracy figures
 
 
 def detection_config(job):
@@ -156,6 +161,8 @@ def detect_image(detector, bands, writer, job, message, percent, pad_to=None):
 def run_detect_job(job, message=print, percent=lambda *a: None, warning=print):
     """Detect as the job says; returns a Counter of objects per class name.
 
+    Everything that can be checked is checked before the slow parts (model
+    loading, importing image files): inputs, model, band counts, output names.
     Image files (job.images_directory) are imported for the run into temporary
     rasters limited to the region, and removed afterwards.
     """
@@ -165,34 +172,79 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print):
         from maskrcnnlib.imagefiles import ImportedImages, list_images
 
         paths = list_images(job.images_directory, job.images_format)
-        config = detection_config(job)  # a bad model stops us before any import
-        with ImportedImages(paths, external=job.external, band_count=config.bands,
-                            warning=warning) as imported:
-            message("{} of {} images overlap the region".format(len(imported.images),
-                                                                len(paths)))
-            return _detect(job, config, imported.images, message, percent, warning)
-    for bands in job.images:
-        grassio.check_rasters(bands)
-    config = detection_config(job)
-    for bands in job.images:
-        if len(bands) != config.bands:
-            raise DetectionError("{} takes {} bands, {} given ({})".format(
-                job.model, config.bands, len(bands), ",".join(bands)))
-    images = _images_in_region(job.images, warning)
-    return _detect(job, config, images, message, percent, warning)
+        config = detection_config(job)
+    else:
+        for bands in job.images:
+            grassio.check_rasters(bands)
+        config = detection_config(job)
+        for bands in job.images:
+            if len(bands) != config.bands:
+                raise DetectionError("{} takes {} bands, {} given ({})".format(
+                    job.model, config.bands, len(bands), ",".join(bands)))
+        images = _images_in_region(job.images, warning)
+    classes = list(config.class_names)
+    with contextlib.ExitStack() as stack:
+        reference = None
+        if job.reference:
+            from maskrcnnlib import accuracy
+
+            if job.report:
+                accuracy.check_report_path(job.report, job.overwrite)
+            reference = stack.enter_context(
+                accuracy.ReferenceAreas(job.reference, job.reference_column, classes))
+        writer = grassio.InstanceWriter(job.output, classes,
+                                        output_type=tuple(job.output_type),
+                                        overwrite=job.overwrite, per_class=job.output is None,
+                                        history=job.history)
+        try:
+            if job.images_directory:
+                with ImportedImages(paths, external=job.external, band_count=config.bands,
+                                    warning=warning) as imported:
+                    message("{} of {} images overlap the region".format(
+                        len(imported.images), len(paths)))
+                    _detect(job, config, imported.images, writer, message, percent)
+            else:
+                _detect(job, config, images, writer, message, percent)
+            figures = accuracy.assess(writer, reference) if reference else None
+            written = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    # what was written: where detections overlap, the better-scoring one keeps the
+    # cells (see grassio_detect.InstanceWriter)
+    counts = Counter(writer.counts())
+    if writer.duplicates:
+        message("{} detections dropped: most of their cells belong to a better-scoring "
+                "object".format(writer.duplicates))
+    for name in classes:
+        message("{}: {} objects".format(name, counts.get(name, 0)))
+    if not written:
+        warning("No objects detected")
+    if figures is not None:
+        if not any(values["references"] for values in figures["classes"].values()):
+            warning("No reference area of <{}> lies in the region".format(job.reference))
+        for line in accuracy.table(figures, job.reference):
+            message(line)
+        if job.report:
+            accuracy.write_report(job.report, figures, {
+                "reference": job.reference, "reference_column": job.reference_column,
+                "model": os.path.abspath(job.model), "output": job.output,
+                "iou_threshold_for_precision": 0.5, "max_detections": None})
+    return counts
 
 
 def _images_in_region(images, warning):
     """The images (band lists) whose rasters overlap the region; warns of the others."""
     import grass.script as gs
 
+    from maskrcnnlib.imagefiles import overlaps_region
+
     region = gs.region()
     kept, outside = [], []
     for bands in images:
         infos = [gs.raster_info(name) for name in bands]
-        if all(float(i["south"]) < float(region["n"]) and float(i["north"]) > float(region["s"])
-               and float(i["west"]) < float(region["e"]) and float(i["east"]) > float(region["w"])
-               for i in infos):
+        if all(overlaps_region((info["north"], info["south"], info["east"], info["west"]),
+                               region) for info in infos):
             kept.append(bands)
         else:
             outside.append(bands)
@@ -208,8 +260,8 @@ def _images_in_region(images, warning):
     return kept
 
 
-def _detect(job, config, images, message, percent, warning):
-    from maskrcnnlib import grassio
+def _detect(job, config, images, writer, message, percent):
+    """Load the model and detect in each image (band list) into writer."""
     from maskrcnnlib.model.inference import Detector  # TensorFlow from here on
 
     detector = Detector(config)
@@ -217,25 +269,5 @@ def _detect(job, config, images, message, percent, warning):
     # card-less (2018) models mold each tile as the 2018 tool molded its images;
     # ours pad edge tiles to tile_size as training chips were
     pad_to = None if read_card(job.model) is None else job.tile_size
-    classes = list(config.class_names)
-    writer = grassio.InstanceWriter(job.output, classes, output_type=tuple(job.output_type),
-                                    overwrite=job.overwrite, per_class=job.output is None,
-                                    history=job.history)
-    try:
-        for bands in images:
-            detect_image(detector, bands, writer, job, message, percent, pad_to)
-        written = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    # what was written: where detections overlap, the better-scoring one keeps the
-    # cells (see grassio_detect.InstanceWriter)
-    counts = Counter(writer.counts())
-    if writer.duplicates:
-        message("{} detections dropped: most of their cells belong to a better-scoring "
-                "object".format(writer.duplicates))
-    for name in classes:
-        message("{}: {} objects".format(name, counts.get(name, 0)))
-    if not written:
-        warning("No objects detected")
-    return counts
+    for bands in images:
+        detect_image(detector, bands, writer, job, message, percent, pad_to)

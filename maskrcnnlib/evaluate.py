@@ -47,25 +47,40 @@ def mask_iou(masks_a, masks_b):
         return np.where(union > 0, intersection / np.maximum(union, 1e-12), 0.0)
 
 
+def _greedy_match(candidates, reference_count, thresholds):
+    """COCO's matching of score-ranked detections: true-positive flags [T, D].
+
+    candidates: per detection (best score first), [(reference index, IoU)] in
+    reference order, the references it overlaps. At each threshold every
+    detection takes the unmatched reference of highest IoU >= threshold (the
+    last of equals, as COCOeval does).
+    """
+    true_positive = np.zeros((len(thresholds), len(candidates)), dtype=bool)
+    for t, threshold in enumerate(thresholds):
+        taken = np.zeros(reference_count, dtype=bool)
+        for d, overlaps in enumerate(candidates):
+            best, best_iou = -1, min(threshold, 1 - 1e-10)
+            for g, iou in overlaps:
+                if not taken[g] and iou >= best_iou:
+                    best, best_iou = g, iou
+            if best >= 0:
+                taken[best] = True
+                true_positive[t, d] = True
+    return true_positive
+
+
 def _match_image(predicted, reference, class_id, thresholds, max_detections):
     """Scores and true-positive flags [T, D] of one image's detections of one class."""
     detections = np.flatnonzero(predicted.class_ids == class_id)
     detections = detections[np.argsort(-predicted.scores[detections], kind="mergesort")]
     detections = detections[:max_detections]
     references = np.flatnonzero(reference.class_ids == class_id)
-    true_positive = np.zeros((len(thresholds), len(detections)), dtype=bool)
+    candidates = [[] for _ in detections]
     if len(detections) and len(references):
         ious = mask_iou(predicted.masks[..., detections], reference.masks[..., references])
-        for t, threshold in enumerate(thresholds):
-            taken = np.zeros(len(references), dtype=bool)
-            for d in range(len(detections)):
-                best, best_iou = -1, min(threshold, 1 - 1e-10)
-                for g in range(len(references)):
-                    if not taken[g] and ious[d, g] >= best_iou:
-                        best, best_iou = g, ious[d, g]
-                if best >= 0:
-                    taken[best] = True
-                    true_positive[t, d] = True
+        candidates = [[(g, ious[d, g]) for g in np.flatnonzero(ious[d] > 0)]
+                      for d in range(len(detections))]
+    true_positive = _greedy_match(candidates, len(references), thresholds)
     return predicted.scores[detections], true_positive, len(references)
 
 
@@ -88,9 +103,11 @@ def evaluate(predictions, references, class_ids=None, max_detections=100):
     """COCO mask AP per class and overall.
 
     predictions, references: lists of ImageInstances, one per image, same order.
-    Returns {"AP50", "AP75", "mAP", "classes": {class_id: {"AP50", "AP75", "mAP",
-    "references"}}}; overall figures are means over classes that have references
-    (-1 when there are none).
+    Returns {"AP50", "AP75", "mAP", "precision", "recall", "F1", "classes":
+    {class_id: {the same, "references", "detections", "matched"}}}; overall
+    figures are means over classes that have references (-1 when there are
+    none). precision, recall and F1 count matches at IoU 0.5 among all
+    detections given (those above the score threshold they were made with).
     """
     if len(predictions) != len(references):
         raise ValueError("one prediction entry per reference image is needed")
@@ -107,15 +124,60 @@ def evaluate(predictions, references, class_ids=None, max_detections=100):
             count += n
         scores = np.concatenate(scores) if scores else np.zeros(0)
         flags = np.concatenate(flags, axis=1) if flags else np.zeros((10, 0), bool)
-        aps = [_average_precision(scores, flags[t], count) for t in range(len(IOU_THRESHOLDS))]
-        per_class[int(class_id)] = {
-            "references": count,
-            "AP50": aps[0], "AP75": aps[5],
-            "mAP": float(np.mean(aps)) if count else -1.0,
-        }
+        per_class[int(class_id)] = _class_figures(scores, flags, count)
+    return _summary(per_class)
+
+
+def _class_figures(scores, flags, count):
+    """AP50, AP75, mAP, and precision / recall / F1 at IoU 0.5 over all detections."""
+    aps = [_average_precision(scores, flags[t], count) for t in range(len(IOU_THRESHOLDS))]
+    matched = int(flags[0].sum()) if flags.size else 0
+    precision = matched / len(scores) if len(scores) else 0.0
+    recall = matched / count if count else 0.0
+    return {"references": int(count), "detections": int(len(scores)), "matched": matched,
+            "AP50": aps[0], "AP75": aps[5], "mAP": float(np.mean(aps)) if count else -1.0,
+            "precision": precision, "recall": recall,
+            "F1": 2 * precision * recall / (precision + recall) if matched else 0.0}
+
+
+def _summary(per_class):
+    """Means over the classes that have references (-1 without any), and the classes."""
     summary = {}
-    for key in ("AP50", "AP75", "mAP"):
+    for key in ("AP50", "AP75", "mAP", "precision", "recall", "F1"):
         values = [entry[key] for entry in per_class.values() if entry["references"]]
         summary[key] = float(np.mean(values)) if values else -1.0
     summary["classes"] = per_class
     return summary
+
+
+def evaluate_overlaps(detections, references, overlaps, class_ids=None):
+    """The figures of evaluate() from cell counts, for one image of any size.
+
+    detections: [(class_id, score, cells)]; references: [(class_id, cells)];
+    overlaps: {(detection index, reference index): cells in common}. Made for
+    instances kept as an id grid (a vector map's areas rasterized): only the
+    pairs that touch are needed, never a mask per instance. No cap on the
+    detection count (COCO's maxDets is meant for photos, not whole regions).
+    """
+    by_detection = {}
+    for (d, g), common in overlaps.items():
+        if common > 0:
+            by_detection.setdefault(d, []).append((g, common))
+    if class_ids is None:
+        class_ids = sorted({int(c) for c, _ in references})
+    per_class = {}
+    for class_id in class_ids:
+        refs = [g for g, (c, _) in enumerate(references) if c == class_id]
+        position = {g: i for i, g in enumerate(refs)}
+        dets = [d for d, (c, _, _) in enumerate(detections) if c == class_id]
+        dets.sort(key=lambda d: -detections[d][1])  # stable: ties keep their order
+        candidates = []
+        for d in dets:
+            cells = detections[d][2]
+            candidates.append([
+                (position[g], common / (cells + references[g][1] - common))
+                for g, common in sorted(by_detection.get(d, [])) if g in position])
+        flags = _greedy_match(candidates, len(refs), IOU_THRESHOLDS)
+        scores = np.array([detections[d][1] for d in dets], dtype=np.float64)
+        per_class[int(class_id)] = _class_figures(scores, flags, len(refs))
+    return _summary(per_class)

@@ -222,6 +222,18 @@ class InstanceWriter:
             counts[self.classes[record[0] - 1]] += 1
         return counts
 
+    def objects(self):
+        """[(class_id, score, cells)] of the instances written; category k is item k - 1."""
+        return [(record[0], record[1], record[2]) for record in self._records]
+
+    def id_rows(self, top, bottom):
+        """Categories (int32 [bottom - top, cols], 0 = none) of region rows top..bottom - 1.
+
+        Only before close(): the id grid is gone afterwards.
+        """
+        self._check_open()
+        return np.array(self._ids[top:bottom])
+
     def _check_outputs(self, output):
         """{class id or None: final map name}; DetectionError for bad or existing names."""
         if self.per_class:

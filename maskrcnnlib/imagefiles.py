@@ -84,7 +84,7 @@ def describe(path):
 
 def overlaps_region(corners, region):
     """Whether (north, south, east, west) overlaps the region (gs.region() dict)."""
-    north, south, east, west = corners
+    north, south, east, west = (float(value) for value in corners)
     return (south < float(region["n"]) and north > float(region["s"])
             and west < float(region["e"]) and east > float(region["w"]))
 
@@ -116,6 +116,7 @@ class ImportedImages:
         self.paths, self.external, self.warning = list(paths), bool(external), warning
         self.band_count = band_count
         self.images, self.names, self._created = [], [], []
+        self._xy = False
         self._prefix = "tmp_maskrcnn_{}_image".format(os.getpid())
 
     def __enter__(self):
@@ -132,6 +133,7 @@ class ImportedImages:
 
     def _import_all(self):
         region = gs.region()
+        self._xy = _project_is_xy()
         described = [(path, describe(path)) for path in self.paths]
         for path, info in described:  # every file is checked before any import
             if self.band_count is not None and info["bands"] != self.band_count:
@@ -163,7 +165,7 @@ class ImportedImages:
 
     def _same_crs(self, path, info):
         """Whether the file's coordinates are the project's (no reprojection)."""
-        if _project_is_xy():
+        if self._xy:
             return True  # an XY project has no CRS to reproject to
         if not info["crs"]:
             raise DetectionError(
@@ -181,7 +183,7 @@ class ImportedImages:
         if same_crs:
             command = ["r.in.gdal", "-k", "-r", "input={}".format(path),
                        "output={}".format(name), "--quiet"]
-            if self.external or _project_is_xy():
+            if self.external or self._xy:
                 command.insert(1, "-o")
         else:
             command = ["r.import", "input={}".format(path), "output={}".format(name),

@@ -328,3 +328,89 @@ def test_images_directory_needs_the_world_file_with_e(run_module, shapes_model, 
     result = run_module(DETECT, images_directory=folder, images_format="jpg",
                         model=shapes_model, output="from_bare", tile_size=128, overlap=32)
     assert result.returncode != 0 and "No *.jpg" in said(result), result.stderr
+
+
+@pytest.fixture
+def seam_truth(seam_scene):
+    """The seam scene's objects as reference areas, class names in column 'kind'."""
+    import grass.script as gs
+    from grass.script import array as garray
+
+    _, objects = seam_scene
+    ids = garray.array(dtype=np.int32)
+    for number, (_, mask) in enumerate(objects, start=1):
+        ids[mask] = number
+    ids.write("seam_truth_ids", null=0, overwrite=True)
+    gs.run_command("r.to.vect", flags="v", input="seam_truth_ids", output="seam_truth",
+                   type="area", overwrite=True, quiet=True)
+    gs.run_command("v.db.addcolumn", map="seam_truth", columns="kind varchar(10)", quiet=True)
+    for number, (class_id, _) in enumerate(objects, start=1):
+        gs.run_command("v.db.update", map="seam_truth", column="kind",
+                       value="square" if class_id == 1 else "disk",
+                       where="cat = {}".format(number), quiet=True)
+    return "seam_truth"
+
+
+def test_accuracy_against_reference_areas(run_module, shapes_model, seam_scene, seam_truth,
+                                          tmp_path):
+    """reference=: the printed table and the JSON report hold pycocotools' AP for the
+    map's objects against the reference areas, and our precision / recall / F1."""
+    from maskrcnnlib.evaluate import ImageInstances, evaluate
+    from support.coco import coco_figures
+
+    bands, objects = seam_scene
+    report = tmp_path / "accuracy.json"
+    args = {"input": ",".join(bands), "model": shapes_model, "output": "seam_assessed",
+            "tile_size": 128, "overlap": 32, "reference": seam_truth,
+            "reference_column": "kind", "report": report}
+    result = run_module(DETECT, **args)
+    assert result.returncode == 0, result.stderr
+    assert "Accuracy against <seam_truth>" in said(result) and "AP50" in said(result)
+    figures = json.loads(report.read_text())
+    assert {"AP50", "AP75", "mAP", "precision", "recall", "F1", "classes"} <= set(figures)
+    assert set(figures["classes"]) == {"square", "disk"}
+
+    cells = object_cells("seam_assessed")
+    rows = {int(r[0]): r for r in vector_rows("seam_assessed")}
+    found = np.zeros((256 * 256, len(cells)), bool)
+    for column, cat in enumerate(sorted(cells)):
+        found[sorted(cells[cat]), column] = True
+    predictions = ImageInstances(found.reshape(256, 256, -1),
+                                 [int(rows[cat][2]) for cat in sorted(cells)],
+                                 [float(rows[cat][3]) for cat in sorted(cells)])
+    references = ImageInstances(np.stack([mask for _, mask in objects], -1),
+                                [class_id for class_id, _ in objects])
+    theirs = coco_figures([references], [predictions], [1, 2])
+    ours = evaluate([predictions], [references], class_ids=[1, 2])
+    for class_id, name in ((1, "square"), (2, "disk")):
+        reported = figures["classes"][name]
+        assert reported["references"] == sum(c == class_id for c, _ in objects)
+        assert reported["AP50"] == pytest.approx(theirs[class_id][0], abs=1e-6)
+        assert reported["AP75"] == pytest.approx(theirs[class_id][5], abs=1e-6)
+        assert reported["mAP"] == pytest.approx(np.mean(theirs[class_id]), abs=1e-6)
+        for key in ("precision", "recall", "F1", "detections"):
+            assert reported[key] == pytest.approx(ours["classes"][class_id][key])
+    # the report is not replaced without --overwrite, and nothing else is left
+    result = run_module(DETECT, **dict(args, output="seam_assessed_again"))
+    assert result.returncode != 0 and "accuracy.json" in said(result)
+    import grass.script as gs
+
+    assert not [name for name in gs.list_strings("raster") if name.startswith("tmp_maskrcnn")]
+
+
+def test_reference_classes_must_be_the_models(run_module, shapes_model, seam_scene,
+                                              seam_truth):
+    import grass.script as gs
+
+    bands, _ = seam_scene
+    gs.run_command("v.db.update", map=seam_truth, column="kind", value="pool",
+                   where="cat = 1", quiet=True)
+    result = run_module(DETECT, input=",".join(bands), model=shapes_model,
+                        output="seam_badref", tile_size=128, overlap=32,
+                        reference=seam_truth, reference_column="kind")
+    assert result.returncode != 0 and "'pool'" in said(result), result.stderr
+    assert not gs.find_file("seam_badref", element="vector")["fullname"]
+    result = run_module(DETECT, input=",".join(bands), model=shapes_model,
+                        output="seam_badref", tile_size=128, overlap=32,
+                        reference=seam_truth, reference_column="nosuch")
+    assert result.returncode != 0 and "nosuch" in said(result), result.stderr

@@ -5,9 +5,7 @@ import pytest
 from maskrcnnlib.evaluate import ImageInstances, evaluate, mask_iou
 
 pycocotools = pytest.importorskip("pycocotools")
-from pycocotools import mask as mask_utils  # noqa: E402
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
+from support.coco import coco_figures  # noqa: E402
 
 
 def random_scene(rng, height=64, width=80, classes=(1, 2)):
@@ -37,42 +35,6 @@ def random_scene(rng, height=64, width=80, classes=(1, 2)):
     stack = lambda ms: np.stack(ms, -1) if ms else np.zeros((height, width, 0), bool)  # noqa
     return (ImageInstances(stack(ref_masks), ref_classes),
             ImageInstances(stack(pred_masks), pred_classes, scores))
-
-
-def coco_figures(references, predictions, class_ids):
-    images, annotations, results = [], [], []
-    for image_id, (ref, pred) in enumerate(zip(references, predictions), start=1):
-        h, w = ref.masks.shape[:2]
-        images.append({"id": image_id, "height": h, "width": w})
-        for i in range(ref.masks.shape[2]):
-            rle = mask_utils.encode(np.asfortranarray(ref.masks[..., i].astype(np.uint8)))
-            rle["counts"] = rle["counts"].decode()
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": int(ref.class_ids[i]), "segmentation": rle,
-                                "area": float(ref.masks[..., i].sum()), "iscrowd": 0,
-                                "bbox": list(mask_utils.toBbox(rle))})
-        for i in range(pred.masks.shape[2]):
-            rle = mask_utils.encode(np.asfortranarray(pred.masks[..., i].astype(np.uint8)))
-            rle["counts"] = rle["counts"].decode()
-            results.append({"image_id": image_id, "category_id": int(pred.class_ids[i]),
-                            "segmentation": rle, "score": float(pred.scores[i])})
-    coco = COCO()
-    coco.dataset = {"images": images, "annotations": annotations,
-                    "categories": [{"id": c} for c in class_ids]}
-    coco.createIndex()
-    detections = coco.loadRes(results) if results else COCO()
-    evaluator = COCOeval(coco, detections, "segm")
-    evaluator.params.areaRng = [[0, 1e10]]
-    evaluator.params.areaRngLbl = ["all"]
-    evaluator.evaluate()
-    evaluator.accumulate()
-    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # [T, R, K]
-    per_class = {}
-    for k, class_id in enumerate(evaluator.params.catIds):
-        p = precision[:, :, k]
-        per_class[class_id] = [float(p[t][p[t] > -1].mean()) if (p[t] > -1).any() else -1
-                               for t in range(p.shape[0])]
-    return per_class
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -109,3 +71,43 @@ def test_perfect_predictions_score_one():
     prediction = ImageInstances(masks, [1, 2], [0.9, 0.8])
     result = evaluate([prediction], [reference])
     assert result["AP50"] == result["mAP"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_figures_from_cell_counts_equal_the_mask_figures(seed):
+    """evaluate_overlaps (id grids: areas and common cells only) gives evaluate()'s
+    figures, precision, recall and F1 included, for one image."""
+    from maskrcnnlib.evaluate import evaluate_overlaps
+
+    reference, prediction = random_scene(np.random.default_rng(100 + seed))
+    dense = evaluate([prediction], [reference], class_ids=[1, 2])
+    detections = [(int(c), float(s), int(prediction.masks[..., i].sum()))
+                  for i, (c, s) in enumerate(zip(prediction.class_ids, prediction.scores))]
+    references = [(int(c), int(reference.masks[..., i].sum()))
+                  for i, c in enumerate(reference.class_ids)]
+    overlaps = {(d, g): int((prediction.masks[..., d] & reference.masks[..., g]).sum())
+                for d in range(len(detections)) for g in range(len(references))}
+    sparse = evaluate_overlaps(detections, references, overlaps, class_ids=[1, 2])
+    assert sparse["classes"].keys() == dense["classes"].keys()
+    for class_id, figures in dense["classes"].items():
+        assert sparse["classes"][class_id] == pytest.approx(figures)
+    assert {k: v for k, v in sparse.items() if k != "classes"} == pytest.approx(
+        {k: v for k, v in dense.items() if k != "classes"})
+
+
+def test_precision_recall_f1_by_hand():
+    """Two references of class 1; three detections: one exact, one shifted off
+    (IoU 1/3), one on nothing: precision 1/3, recall 1/2, F1 0.4."""
+    masks = np.zeros((20, 20, 2), bool)
+    masks[:4, :4, 0] = True
+    masks[10:14, 10:14, 1] = True
+    found = np.zeros((20, 20, 3), bool)
+    found[:4, :4, 0] = True
+    found[10:14, 12:16, 1] = True  # 8 of 24 cells in common
+    found[16:, :4, 2] = True
+    result = evaluate([ImageInstances(found, [1, 1, 1], [0.9, 0.8, 0.7])],
+                      [ImageInstances(masks, [1, 1])])["classes"][1]
+    assert (result["detections"], result["matched"], result["references"]) == (3, 1, 2)
+    assert result["precision"] == pytest.approx(1 / 3)
+    assert result["recall"] == pytest.approx(0.5)
+    assert result["F1"] == pytest.approx(0.4)
