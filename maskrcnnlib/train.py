@@ -63,16 +63,48 @@ def plan_stages(epochs, learning_rate, from_weights, initial_epoch=0):
 
 
 class _EpochReport(keras.callbacks.Callback):
-    """Checkpoint + card per epoch, NaN guard, progress and messages."""
+    """Checkpoint + card per epoch, validation AP, NaN guard, progress and messages.
+
+    With validation data, the epoch's weights detect in the first
+    validation_steps * batch size validation images (at most), and COCO mask
+    AP50, AP75 and mAP against their masks (maskrcnnlib.evaluate, the same
+    evaluator as detect's reference=) join the epoch's logs as val_AP50,
+    val_AP75, val_mAP: in the CSV log, the model card's history and the message.
+    """
 
     def __init__(self, trainer, config, logs, name, result, card_extra, message, percent,
-                 steps_per_epoch, total_epochs):
+                 steps_per_epoch, total_epochs, validation_data=None):
         super().__init__()
         self.trainer, self.config, self.logs, self.name = trainer, config, logs, name
         self.result, self.card_extra = result, card_extra
         self.message, self.percent = message, percent
         self.steps_per_epoch, self.total_epochs = steps_per_epoch, total_epochs
+        self.validation_data, self.detector = validation_data, None
         self.failure = None
+
+    def validation_ap(self):
+        """{val_AP50, val_AP75, val_mAP} of the current weights, or {} without data."""
+        if self.validation_data is None or not len(self.validation_data):
+            return {}
+        from maskrcnnlib.evaluate import ImageInstances, evaluate
+        from maskrcnnlib.model.inference import Detector
+        from maskrcnnlib.weights import copy_weights
+
+        if self.detector is None:
+            self.detector = Detector(self.config)
+        copy_weights(self.trainer, self.detector.model)
+        count = min(len(self.validation_data),
+                    max(1, self.config.validation_steps) * self.config.batch_size)
+        predictions, references = [], []
+        for index in range(count):
+            image, masks, class_ids = self.validation_data.load(index)
+            found = self.detector.detect([image])[0]
+            predictions.append(ImageInstances(found["masks"], found["class_ids"],
+                                              found["scores"]))
+            references.append(ImageInstances(masks, class_ids))
+        figures = evaluate(predictions, references,
+                           class_ids=list(range(1, self.config.num_classes)))
+        return {"val_" + key: figures[key] for key in ("AP50", "AP75", "mAP")}
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.monotonic()
@@ -89,6 +121,8 @@ class _EpochReport(keras.callbacks.Callback):
         if self.failure:
             return
         number = epoch + 1
+        if logs is not None:  # the same dict goes on to the CSV logger
+            logs.update(self.validation_ap())
         logs = {key: float(value) for key, value in (logs or {}).items()}
         seconds = (time.monotonic() - self.started) / self.steps_per_epoch
         entry = dict(logs, epoch=number, seconds_per_step=seconds)
@@ -102,6 +136,9 @@ class _EpochReport(keras.callbacks.Callback):
                            if k in logs)
         validation = " validation loss {:.4f},".format(logs["val_loss"]) \
             if "val_loss" in logs else ""
+        if "val_AP50" in logs:
+            validation += " validation mask AP50 {:.3f} mAP {:.3f},".format(
+                logs["val_AP50"], logs["val_mAP"])
         self.message("Epoch {}/{}: {},{} {:.2f} s per step".format(
             number, self.total_epochs, losses, validation, seconds))
         self.percent(number, self.total_epochs, 1)
@@ -148,7 +185,8 @@ def train(config, train_data, logs, name, validation_data=None, initial_weights=
                                shuffle=False), config, seed=seed)
     result = TrainingResult(history=list(card.get("history", [])) if initial_epoch else [])
     report = _EpochReport(trainer, config, logs, name, result, card_extra, message,
-                          percent, config.steps_per_epoch, config.epochs)
+                          percent, config.steps_per_epoch, config.epochs,
+                          validation_data=validation_data if validation else None)
     callbacks = [report,
                  keras.callbacks.CSVLogger(os.path.join(logs, "mask_rcnn_{}.csv".format(name)),
                                            append=True),

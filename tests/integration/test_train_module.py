@@ -78,6 +78,10 @@ def test_directory_dataset_trains_and_writes_checkpoints(trained):
     assert "oneDNN custom operations" not in result.stderr  # no TensorFlow banners
     rows = history(logs)
     assert len(rows) == 2 and "val_loss" in rows[0]
+    # the held-out images' mask AP after each epoch (same evaluator as detect's reference=)
+    for row in rows:
+        assert 0.0 <= float(row["val_AP50"]) <= 1.0 and 0.0 <= float(row["val_mAP"]) <= 1.0
+    assert "val_AP50" in card["history"][-1] and "validation mask AP50" in result.stderr
     assert (logs / "held_out.txt").read_text().strip()
     assert (logs / "tensorboard").is_dir()
     assert not [p for p in os.listdir(logs) if p.endswith(".tmp")]
