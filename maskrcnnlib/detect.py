@@ -158,8 +158,12 @@ def detect_image(detector, bands, writer, job, message, percent, pad_to=None):
     message("{} tiles done".format(total))
 
 
-def run_detect_job(job, message=print, percent=lambda *a: None, warning=print):
+def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
+                   output=print):
     """Detect as the job says; returns a Counter of objects per class name.
+
+    output: takes the lines of the accuracy table (reference=); standard output by
+    default, where GRASS modules print tables (messages would reflow the columns).
 
     Everything that can be checked is checked before the slow parts (model
     loading, importing image files): inputs, model, band counts, output names.
@@ -224,7 +228,7 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print):
         if not any(values["references"] for values in figures["classes"].values()):
             warning("No reference area of <{}> lies in the region".format(job.reference))
         for line in accuracy.table(figures, job.reference):
-            message(line)
+            output(line)
         if job.report:
             accuracy.write_report(job.report, figures, {
                 "reference": job.reference, "reference_column": job.reference_column,

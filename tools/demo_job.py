@@ -5,6 +5,7 @@ training areas with a class column), trains a small model on the western half of
 the region with i.ann.maskrcnn.train, detects in the eastern half with
 i.ann.maskrcnn.detect, and prints what was found against what is there.
 """
+import json
 import os
 import sys
 
@@ -83,8 +84,10 @@ def main(work):
     model = os.path.join(logs, "mask_rcnn_demo_0006.h5")
     gs.message("Detecting in the eastern half...")
     gs.run_command("g.region", n=SIZE, s=0, w=SIZE // 2, e=SIZE, res=1)
+    report = os.path.join(work, "accuracy.json")
     gs.run_command("i.ann.maskrcnn.detect", input=bands, model=model, output="demo_found",
-                   tile_size=128, overlap=32)
+                   tile_size=128, overlap=32, reference="demo_objects",
+                   reference_column="kind", report=report)
     found = gs.read_command("v.db.select", map="demo_found", columns="class,score,area",
                             separator="|", flags="c").split()
     there = [o for o in objects if o[2] >= SIZE // 2]  # centre in the eastern half
@@ -93,6 +96,10 @@ def main(work):
     print("i.ann.maskrcnn.detect found {}:".format(len(found)))
     for kind in COLORS:
         print("  {}: {}".format(kind, sum(row.split("|")[0] == kind for row in found)))
+    with open(report) as stream:
+        figures = json.load(stream)
+    print("Against the objects drawn: precision {precision:.2f}, recall {recall:.2f}, "
+          "F1 {F1:.2f}, mask AP50 {AP50:.2f}, mAP {mAP:.2f} (table above)".format(**figures))
 
 
 if __name__ == "__main__":

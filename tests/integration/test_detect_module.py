@@ -365,7 +365,12 @@ def test_accuracy_against_reference_areas(run_module, shapes_model, seam_scene, 
             "reference_column": "kind", "report": report}
     result = run_module(DETECT, **args)
     assert result.returncode == 0, result.stderr
-    assert "Accuracy against <seam_truth>" in said(result) and "AP50" in said(result)
+    # the table goes to standard output, columns intact
+    table = result.stdout.splitlines()
+    assert table[0].startswith("Accuracy against <seam_truth>"), result.stdout
+    assert table[1].split() == ["class", "reference", "detected", "precision", "recall",
+                                "F1", "AP50", "AP75", "mAP"]
+    assert [line.split()[0] for line in table[2:]] == ["square", "disk", "mean"]
     figures = json.loads(report.read_text())
     assert {"AP50", "AP75", "mAP", "precision", "recall", "F1", "classes"} <= set(figures)
     assert set(figures["classes"]) == {"square", "disk"}
