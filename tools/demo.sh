@@ -3,13 +3,15 @@
 # (tools/setup.sh), installs the addon with g.extension into a temporary GRASS
 # project and addon directory, writes a synthetic scene there, trains a small
 # model on half of it, detects in the other half and prints what was found
-# (tools/demo_job.py). A few minutes on a 2-core CPU.
+# (tools/demo_job.py) with its accuracy, and draws the detections over the image
+# into a PNG. A few minutes on a 2-core CPU.
 #
-#   bash tools/demo.sh
+#   bash tools/demo.sh [PNG]      # PNG: default ./i.ann.maskrcnn-demo.png
 #
-# Everything it creates lives in a temporary directory removed at the end.
+# Everything else it creates lives in a temporary directory removed at the end.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PNG=$(realpath -m "${1:-i.ann.maskrcnn-demo.png}")
 VENV=${MASKRCNN_VENV:-$HOME/.local/share/i.ann.maskrcnn/venv}
 bash "$ROOT/tools/setup.sh"
 
@@ -26,6 +28,6 @@ grass -e -c XY "$WORK/grassdata/demo"
 cat > "$WORK/job.sh" <<JOB
 set -e
 g.extension extension=i.ann.maskrcnn url="$WORK/src"
-python3 "$ROOT/tools/demo_job.py" "$WORK"
+python3 "$ROOT/tools/demo_job.py" "$WORK" "$PNG"
 JOB
 grass "$WORK/grassdata/demo/PERMANENT" --exec bash "$WORK/job.sh"

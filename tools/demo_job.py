@@ -3,7 +3,8 @@
 Writes a synthetic scene (three band rasters with red squares and blue disks, and
 training areas with a class column), trains a small model on the western half of
 the region with i.ann.maskrcnn.train, detects in the eastern half with
-i.ann.maskrcnn.detect, and prints what was found against what is there.
+i.ann.maskrcnn.detect, prints what was found against what is there, and draws
+the detections over the image into a PNG (GRASS display commands, cairo driver).
 """
 import json
 import os
@@ -67,7 +68,7 @@ def write_maps(image, objects):
                        where="cat in ({})".format(cats), quiet=True)
 
 
-def main(work):
+def main(work, png):
     rng = np.random.default_rng(2026)
     image, objects = scene(rng)
     gs.run_command("g.region", n=SIZE, s=0, w=0, e=SIZE, res=1)
@@ -100,7 +101,27 @@ def main(work):
         figures = json.load(stream)
     print("Against the objects drawn: precision {precision:.2f}, recall {recall:.2f}, "
           "F1 {F1:.2f}, mask AP50 {AP50:.2f}, mAP {mAP:.2f} (table above)".format(**figures))
+    draw(png, bands.split(","), "demo_found")
+    print("The detections over the image: {}".format(png))
+
+
+def draw(png, bands, found):
+    """The bands as RGB with the found objects' outlines (squares yellow, disks
+    white) in the current region, rendered to a PNG file without a monitor."""
+    region = gs.region()
+    env = dict(os.environ, GRASS_RENDER_IMMEDIATE="cairo", GRASS_RENDER_FILE=png,
+               GRASS_RENDER_WIDTH=str(3 * int(region["cols"])),
+               GRASS_RENDER_HEIGHT=str(3 * int(region["rows"])),  # 3 pixels a cell
+               GRASS_RENDER_TRUECOLOR="TRUE", GRASS_RENDER_FILE_READ="TRUE")
+    if os.path.exists(png):
+        os.remove(png)
+    for band in bands:
+        gs.run_command("r.colors", map=band, color="grey255", quiet=True)
+    gs.run_command("d.rgb", red=bands[0], green=bands[1], blue=bands[2], env=env, quiet=True)
+    for kind, color in (("square", "yellow"), ("disk", "white")):
+        gs.run_command("d.vect", map=found, type="area", color=color, fill_color="none",
+                       width=2, where="class = '{}'".format(kind), env=env, quiet=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])
