@@ -19,7 +19,7 @@ import os
 import numpy as np
 import pytest
 
-from support.grass_helpers import region_override, unique
+from support.grass_helpers import project_state, region_override, unique
 
 pytestmark = pytest.mark.grass
 
@@ -132,19 +132,6 @@ def chips(scene, classes=("building", "tree"), **options):
 def origin(image):
     """Chip origin (row, col) from band2 = row() and band3 = col() (1-based)."""
     return int(image[-1, -1, 1]) - TILE, int(image[-1, -1, 2]) - TILE
-
-
-def project_state(gs):
-    """Everything the call must leave alone: WIND, region, MASK, the list of maps."""
-    gisenv = gs.gisenv()
-    wind = os.path.join(gisenv["GISDBASE"], gisenv["LOCATION_NAME"], gisenv["MAPSET"],
-                        "WIND")
-    with open(wind) as stream:
-        wind_text = stream.read()
-    return {"wind": wind_text, "region": gs.read_command("g.region", flags="g"),
-            "maps": gs.read_command("g.list", type="all", mapset="*"),
-            "mask": gs.find_file("MASK", element="cell")["fullname"],
-            "temp_region": os.environ.get("WIND_OVERRIDE")}
 
 
 def test_chip_origins_cover_the_axis_and_end_at_its_edge(grass_session):

@@ -23,3 +23,17 @@ def region_override(**bounds):
             os.environ.pop("GRASS_REGION", None)
         else:
             os.environ["GRASS_REGION"] = saved
+
+
+def project_state(gs):
+    """Everything a call must leave alone: WIND, region, MASK, the maps, the tables."""
+    gisenv = gs.gisenv()
+    wind = os.path.join(gisenv["GISDBASE"], gisenv["LOCATION_NAME"], gisenv["MAPSET"],
+                        "WIND")
+    with open(wind) as stream:
+        wind_text = stream.read()
+    return {"wind": wind_text, "region": gs.read_command("g.region", flags="g"),
+            "maps": gs.read_command("g.list", type="all", mapset="*"),
+            "mask": gs.find_file("MASK", element="cell")["fullname"],
+            "temp_region": os.environ.get("WIND_OVERRIDE"),
+            "tables": gs.read_command("db.tables", flags="p")}
