@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 
 import numpy as np
+from scipy import ndimage
 
 import grass.script as gs
 
@@ -121,6 +122,19 @@ def read_tile_rows(bands, tile_rows):
                for tile in tiles]
 
 
+def _largest_part(cells):
+    """The largest 4-connected part of a bool mask (all of it when it is one part).
+
+    r.to.vect makes one area per 4-connected part: keeping one part gives one
+    polygon per object. Other parts (a cell touching only by a corner, or the
+    far side of an object cut through by a better-scoring one) stay unclaimed.
+    """
+    labels, count = ndimage.label(cells)
+    if count <= 1:
+        return cells
+    return labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+
+
 class InstanceWriter:
     """Writes instances into a vector map (or one map per class), streaming.
 
@@ -141,7 +155,8 @@ class InstanceWriter:
     ``mask`` bool [h, w] with mask[y, x] = region cell (row0 + y, col0 + x))
     get categories 1, 2, ... in the order added. Each claims the cells of its
     mask that no earlier instance took (so objects never overlap and touching
-    objects stay separate areas). An instance left with no cell is dropped, and
+    objects stay separate areas), keeping only their largest 4-connected part (so
+    each object is one area). An instance left with no cell is dropped, and
     so is one that finds more than ``DUPLICATE_SHARE`` of its cells taken: it
     is another view of an object already written (Mask R-CNN suppresses
     duplicates per class only, so one object may come twice under two
@@ -156,8 +171,7 @@ class InstanceWriter:
     area (double: claimed cells * nsres * ewres, map units; degrees squared in
     a lat-lon project). Points lie at the mean of the claimed cell centres
     (for a non-convex object this can fall outside it). Areas follow cell
-    edges (r.to.vect, no smoothing); an instance whose cells form several
-    parts gives several areas with the same category.
+    edges (r.to.vect, no smoothing), one area per instance.
 
     Everything is built under temporary names in the region captured at
     construction and renamed onto the final names at the end of close();
@@ -275,7 +289,7 @@ class InstanceWriter:
                 continue
             window = self._ids[top:bottom, left:right]
             inside = mask[top - row0:bottom - row0, left - col0:right - col0]
-            free = inside & (window == 0)
+            free = _largest_part(inside & (window == 0))
             rows, cols = np.nonzero(free)
             cells = np.count_nonzero(inside)
             if not cells or rows.size < cells * (1 - DUPLICATE_SHARE):

@@ -419,3 +419,38 @@ def test_reference_classes_must_be_the_models(run_module, shapes_model, seam_sce
                         output="seam_badref", tile_size=128, overlap=32,
                         reference=seam_truth, reference_column="nosuch")
     assert result.returncode != 0 and "nosuch" in said(result), result.stderr
+
+
+def test_images_directory_reprojects_files_in_another_crs(run_module, shapes_model,
+                                                          seam_scene, tmp_path):
+    """Without -e, a GeoTIFF in WGS84 is reprojected (r.import) into a UTM project."""
+    import subprocess
+
+    import grass.script as gs
+
+    bands, objects = seam_scene
+    folder = tmp_path / "geotiffs"
+    folder.mkdir()
+    write_png(tmp_path / "scene.png", scene_image(bands))
+    # 256 cells of about 2 m at 50 N on UTM 33's central meridian (15 E)
+    subprocess.run(["gdal_translate", "-q", "-of", "GTiff", "-a_srs", "EPSG:4326",
+                    "-a_ullr", "15.0", "50.0046", "15.0072", "50.0", str(tmp_path / "scene.png"),
+                    str(folder / "scene.tif")], check=True)
+    project = tmp_path / "utm"
+    subprocess.run(["grass", "-e", "-c", "EPSG:32633", str(project)], check=True,
+                   capture_output=True)
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "g.region n=5539100 s=5538600 w=500000 e=500500 res=2\n"
+        "{} images_directory={} images_format=tif model={} output=found tile_size=128 "
+        "overlap=32\n"
+        "v.info -t map=found\n"
+        "g.list type=raster\n".format(DETECT, folder, shapes_model))
+    result = subprocess.run(["grass", str(project / "PERMANENT"), "--exec", "bash",
+                             str(script)], capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    areas = int(dict(line.split("=", 1) for line in result.stdout.split()
+                     if "=" in line)["areas"])
+    assert areas >= len(objects) - 1, result.stdout  # reprojected, resampled objects
+    assert "tmp_maskrcnn" not in result.stdout  # the imported rasters are gone

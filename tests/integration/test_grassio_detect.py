@@ -14,7 +14,7 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from support.grass_helpers import region_override, unique
+from support.grass_helpers import project_state, region_override, unique
 
 pytestmark = pytest.mark.grass
 
@@ -49,6 +49,27 @@ def scene():
     return first, second, tall, late
 
 
+def largest_part(cells):
+    """The largest 4-connected part, by a flood fill written here (not scipy's)."""
+    best, seen = np.zeros_like(cells), np.zeros_like(cells)
+    for start in zip(*np.nonzero(cells)):
+        if seen[start]:
+            continue
+        part, todo = np.zeros_like(cells), [start]
+        seen[start] = True
+        while todo:
+            y, x = todo.pop()
+            part[y, x] = True
+            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+                if 0 <= ny < cells.shape[0] and 0 <= nx < cells.shape[1] \
+                        and cells[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    todo.append((ny, nx))
+        if part.sum() > best.sum():
+            best = part
+    return best
+
+
 def expected_cells(rows=120, cols=150):
     """Region grid of expected categories (0: none), earlier instances keeping cells."""
     grid = np.zeros((rows, cols), np.int32)
@@ -56,7 +77,7 @@ def expected_cells(rows=120, cols=150):
     for instance in [i for group in scene() for i in group]:
         h, w = instance.mask.shape
         window = grid[instance.row0:instance.row0 + h, instance.col0:instance.col0 + w]
-        free = instance.mask & (window == 0)
+        free = largest_part(instance.mask & (window == 0))
         if free.sum() >= instance.mask.sum() / 2:  # more than half taken: a duplicate
             cat += 1
             window[free] = cat
@@ -105,19 +126,6 @@ def geometry_areas(gs, name):
         cat, value = line.split("|")
         areas[int(cat)] = areas.get(int(cat), 0.0) + float(value)
     return areas
-
-
-def project_state(gs):
-    """Everything the calls must leave alone: WIND, region, MASK, the list of maps."""
-    gisenv = gs.gisenv()
-    wind = os.path.join(gisenv["GISDBASE"], gisenv["LOCATION_NAME"], gisenv["MAPSET"],
-                        "WIND")
-    with open(wind) as stream:
-        wind_text = stream.read()
-    return {"wind": wind_text, "region": gs.read_command("g.region", flags="g"),
-            "maps": gs.read_command("g.list", type="all", mapset="*"),
-            "mask": gs.find_file("MASK", element="cell")["fullname"],
-            "tables": gs.read_command("db.tables", flags="p")}
 
 
 def assert_clean_topology(gs, name, areas):
@@ -439,3 +447,26 @@ def test_a_failing_step_is_reported_with_its_message(grass_session, monkeypatch)
         with pytest.raises(DetectionError, match="(?s)db.execute.*no such column: class_id"):
             writer.close()
         assert project_state(gs) == before
+
+
+def test_an_object_cut_in_two_keeps_its_larger_part(grass_session):
+    """A better object cuts a bar in two (and a cell touches it by a corner only): the
+    bar keeps its larger 4-connected part, so it becomes one area."""
+    from maskrcnnlib import grassio
+
+    with region_override(**BASE):
+        writer = grassio.InstanceWriter(unique("cut"), CLASSES)
+        try:
+            bar = np.ones((2, 31), bool)
+            corner = np.zeros((4, 4), bool)
+            corner[0, 0] = corner[1, 1] = corner[2, 1] = corner[2, 2] = True
+            writer.add([Inst(1, 0.9, 0, 50, np.ones((20, 2), bool)),  # cols 50..51
+                        Inst(2, 0.8, 10, 40, bar),                    # cols 40..70
+                        Inst(2, 0.7, 30, 30, corner)])                # (30, 30) by a corner
+            ids = writer.id_rows(0, 40)
+            assert (ids[10:12, 40:50] == 0).all()  # the smaller side: unclaimed
+            assert (ids[10:12, 52:71] == 2).all() and (ids[10:12, 50:52] == 1).all()
+            assert ids[30, 30] == 0 and (ids[31:33, 31] == 3).all() and ids[32, 32] == 3
+            assert [cells for _, _, cells in writer.objects()] == [40, 38, 3]
+        finally:
+            writer.abort()
