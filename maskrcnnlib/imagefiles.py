@@ -105,7 +105,7 @@ class ImportedImages:
             region (it is skipped).
 
     ``images`` (after entering): one list of raster names per image that
-    overlaps the region, one name per band. ``names``: the file of each.
+    overlaps the region, one name per band.
     Raises DetectionError, before anything is imported, for a file with
     another band count, without georeferencing, or with -e but no world file
     or .aux.xml; and for a file that cannot be imported or reprojected, or
@@ -115,7 +115,7 @@ class ImportedImages:
     def __init__(self, paths, external=False, band_count=None, warning=print):
         self.paths, self.external, self.warning = list(paths), bool(external), warning
         self.band_count = band_count
-        self.images, self.names, self._created = [], [], []
+        self.images, self._created = [], []
         self._xy = False
         self._prefix = "tmp_maskrcnn_{}_image".format(os.getpid())
 
@@ -151,17 +151,18 @@ class ImportedImages:
         for index, (path, info) in enumerate(described):
             same_crs = self.external or self._same_crs(path, info)
             if same_crs and not overlaps_region(info["corners"], region):
-                self.warning("Image <{}> lies outside the computational region: "
-                             "skipped".format(path))
+                self._skip(path)
                 continue
             name = "{}{}".format(self._prefix, index)
             bands = self._import(path, name, info, same_crs)
             if bands:
                 self.images.append(bands)
-                self.names.append(path)
         if not self.images:
             raise DetectionError("No image of {} overlaps the computational region "
                                  "(g.region -p)".format(", ".join(self.paths)))
+
+    def _skip(self, path):
+        self.warning("Image <{}> lies outside the computational region: skipped".format(path))
 
     def _same_crs(self, path, info):
         """Whether the file's coordinates are the project's (no reprojection)."""
@@ -190,9 +191,8 @@ class ImportedImages:
                        "extent=region", "resample=bilinear", "--quiet"]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
-            if "does not overlap" in result.stderr:
-                self.warning("Image <{}> lies outside the computational region: "
-                             "skipped".format(path))
+            if "does not overlap" in result.stderr:  # known only once reprojected
+                self._skip(path)
                 return []
             raise DetectionError("Importing <{}> failed: {}".format(
                 path, " ".join(result.stderr.split())[-400:]))
