@@ -174,9 +174,30 @@
 # %option
 # % key: gpu_count
 # % type: integer
-# % label: Number of GPUs to use
+# % label: Number of GPUs to use (per machine)
+# % description: 0 trains on the CPU; the default 1 also runs on the CPU where no GPU is visible. Several machines: set TF_CONFIG (see the manual)
 # % options: 0-
 # % answer: 1
+# % guisection: Training
+# %end
+
+# %option
+# % key: accumulation_steps
+# % type: integer
+# % label: Steps whose gradients are averaged before the weights change
+# % description: Reaches a batch of images_per_gpu x GPUs x accumulation_steps images with the memory of images_per_gpu
+# % options: 1-
+# % answer: 1
+# % guisection: Training
+# %end
+
+# %option
+# % key: precision
+# % type: string
+# % label: Numeric precision of training
+# % description: mixed computes in float16 on GPUs (bfloat16 on the CPU) and keeps float32 weights: less memory, faster on recent GPUs
+# % options: float32,mixed
+# % answer: float32
 # % guisection: Training
 # %end
 
@@ -349,6 +370,8 @@ def make_job(options, flags, classes):
         rois_per_image=int(options["rois_per_image"]),
         images_per_gpu=int(options["images_per_gpu"]),
         gpu_count=int(options["gpu_count"]),
+        accumulation_steps=int(options["accumulation_steps"]),
+        precision=options["precision"],
         mini_mask_size=int_list(options["mini_mask_size"]),
         images_min_dim=int(options["images_min_dim"]),
         images_max_dim=int(options["images_max_dim"]), backbone=options["backbone"],

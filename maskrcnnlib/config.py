@@ -32,6 +32,7 @@ from maskrcnnlib.errors import ConfigError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 RESIZE_MODES = ("square", "none", "pad64")
+PRECISIONS = ("float32", "mixed")
 LOSS_NAMES = (
     "rpn_class_loss",
     "rpn_bbox_loss",
@@ -75,8 +76,10 @@ class Config:
     pixel_mean: Optional[list] = None  # None -> default_pixel_mean(bands)
     pixel_std: Optional[list] = None  # None -> 1.0 per band
     # --- training schedule
-    images_per_gpu: int = 1
-    gpu_count: int = 1
+    images_per_gpu: int = 1  # per replica (GPU, or the CPU)
+    gpu_count: int = 1  # GPUs per machine; 0: the CPU
+    accumulation_steps: int = 1  # steps whose gradients are averaged per update
+    precision: str = "float32"  # or "mixed": float16 on GPUs, bfloat16 on CPUs
     epochs: int = 200
     steps_per_epoch: int = 3000
     validation_steps: int = 100
@@ -136,8 +139,8 @@ class Config:
     # ------------------------------------------------------------ derived
     @property
     def batch_size(self):
-        """Images per training/detection step over all GPUs."""
-        return self.images_per_gpu * self.gpu_count
+        """Images per training/detection step on one machine (the CPU counts as one)."""
+        return self.images_per_gpu * max(1, self.gpu_count)
 
     @property
     def image_shape(self):
@@ -181,8 +184,12 @@ class Config:
                 field="backbone",
             )
         self._validate_bands()
-        for name in ("images_per_gpu", "gpu_count", "epochs", "steps_per_epoch"):
+        for name in ("images_per_gpu", "accumulation_steps", "epochs", "steps_per_epoch"):
             _check_int(self, name, 1)
+        _check_int(self, "gpu_count", 0)
+        if self.precision not in PRECISIONS:
+            raise ConfigError("Unknown precision '{}', expected one of {}".format(
+                self.precision, ", ".join(PRECISIONS)), field="precision")
         _check_int(self, "validation_steps", 0)
         _check_real(self, "learning_rate", 0.0, inclusive=False)
         _check_real(self, "learning_momentum", 0.0, 1.0)

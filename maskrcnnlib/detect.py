@@ -144,7 +144,8 @@ def detect_image(detector, bands, writer, job, message, percent, pad_to=None):
     done, total = 0, sum(len(row) for row in grid)
     for tiles in grassio.read_tile_rows(bands, grid):
         # views wholly within half the overlap of a shared edge: the neighbour sees them whole
-        instances, _ = detect_tile_row(detector, tiles, job.batch_size, shape,
+        instances, _ = detect_tile_row(detector, tiles, job.batch_size * detector.replicas,
+                                       shape,
                                        core_margin=job.overlap // 2, pad_to=pad_to,
                                        eight_bit=pad_to is None)
         merger.add_row(instances)
@@ -266,9 +267,14 @@ def _images_in_region(images, warning):
 
 def _detect(job, config, images, writer, message, percent):
     """Load the model and detect in each image (band list) into writer."""
-    from maskrcnnlib.model.inference import Detector  # TensorFlow from here on
+    from maskrcnnlib.distribute import detection_devices  # TensorFlow from here on
+    from maskrcnnlib.model.inference import Detector
 
-    detector = Detector(config)
+    devices = detection_devices()
+    detector = Detector(config, devices=devices)
+    if detector.replicas > 1:
+        message("Detecting on {} GPUs, {} tiles each per step".format(
+            detector.replicas, job.batch_size))
     detector.load_weights(job.model)
     # card-less (2018) models mold each tile as the 2018 tool molded its images;
     # ours pad edge tiles to tile_size as training chips were

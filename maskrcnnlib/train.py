@@ -73,8 +73,9 @@ class _EpochReport(keras.callbacks.Callback):
     """
 
     def __init__(self, trainer, config, logs, name, result, card_extra, message, percent,
-                 steps_per_epoch, total_epochs, validation_data=None):
+                 steps_per_epoch, total_epochs, validation_data=None, writes=True):
         super().__init__()
+        self.writes = writes  # False on the workers other than the chief
         self.trainer, self.config, self.logs, self.name = trainer, config, logs, name
         self.result, self.card_extra = result, card_extra
         self.message, self.percent = message, percent
@@ -118,7 +119,7 @@ class _EpochReport(keras.callbacks.Callback):
             self.trainer.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.failure:
+        if self.failure or not self.writes:
             return
         number = epoch + 1
         if logs is not None:  # the same dict goes on to the CSV logger
@@ -144,23 +145,60 @@ class _EpochReport(keras.callbacks.Callback):
         self.percent(number, self.total_epochs, 1)
 
 
+def _build_trainer(config, seed, placement):
+    """The training model; with precision "mixed" its layers compute in float16 on
+    GPUs (the loss is scaled) or bfloat16 on the CPU, and keep float32 weights."""
+    if config.precision != "mixed":
+        return MaskRCNNTrainer(config, seed=seed)
+    on_gpu = any("gpu" in device.lower() for device in placement.devices)
+    keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+    try:
+        return MaskRCNNTrainer(config, seed=seed)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def replica_datasets(strategy, data, config, seed, augment, shuffle=True):
+    """The input of each replica: images_per_gpu images a step. Each worker's
+    pipeline draws its own order (its seed is offset by its pipeline id)."""
+
+    def make(context):
+        own_seed = None if seed is None else int(seed) + 1009 * context.input_pipeline_id
+        samples = augmented_iterator(data, config, seed=own_seed, augment=augment,
+                                     shuffle=shuffle)
+        return training_dataset(samples, config, batch_size=config.images_per_gpu,
+                                seed=own_seed)
+
+    return strategy.distribute_datasets_from_function(make)
+
+
 def train(config, train_data, logs, name, validation_data=None, initial_weights=None,
           exclude_heads=False, seed=None, augment=False, card_extra=None,
-          message=print, percent=lambda *args: None):
+          message=print, percent=lambda *args: None, placement=None):
     """Train and write checkpoints; returns a TrainingResult.
 
     config: a validated Config (epochs, steps_per_epoch, validation_steps, ...).
     train_data / validation_data: datasets with len() and load(i) -> sample.
     initial_weights: .h5 to start from; one of our checkpoints resumes at its epoch.
+    placement: a maskrcnnlib.distribute.Placement; by default the one of
+    config.gpu_count (and TF_CONFIG). Only its chief writes into logs.
     Raises TrainingError (NaN loss: the last good checkpoint stays).
     """
-    prepare_logs(logs)
+    if placement is None:
+        from maskrcnnlib.distribute import training_placement
+
+        placement = training_placement(config.gpu_count)
+        message(placement.description)
+    if placement.is_chief:
+        prepare_logs(logs)
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
         # same seed, same losses: also fix the order of floating-point sums in
         # multi-threaded kernels (slower; only asked for with a seed)
         tf.config.experimental.enable_op_determinism()
-    trainer = MaskRCNNTrainer(config, seed=seed)
+    strategy = placement.strategy
+    with strategy.scope():
+        trainer = _build_trainer(config, seed, placement)
     initial_epoch, from_weights, card = 0, bool(initial_weights), {}
     if initial_weights:
         card = read_card(initial_weights) or {}
@@ -168,39 +206,45 @@ def train(config, train_data, logs, name, validation_data=None, initial_weights=
         # A resumed run keeps the schedule it started with.
         from_weights = bool(card.get("started_from_weights", True)) if initial_epoch \
             else True
-        load_weights_h5(trainer, initial_weights,
-                        exclude=HEAD_LAYERS if exclude_heads and not initial_epoch else ())
+        with strategy.scope():
+            load_weights_h5(trainer, initial_weights,
+                            exclude=HEAD_LAYERS if exclude_heads and not initial_epoch
+                            else ())
     card_extra = dict(card_extra or {}, started_from_weights=from_weights)
     plan = plan_stages(config.epochs, config.learning_rate, from_weights, initial_epoch)
     if not plan.stages:
         message("Nothing to train: {} already reached epoch {}".format(
             initial_weights, initial_epoch))
         return TrainingResult()
-    samples = augmented_iterator(train_data, config, seed=seed, augment=augment)
-    dataset = training_dataset(samples, config, seed=seed)
+    dataset = replica_datasets(strategy, train_data, config, seed, augment)
     validation = None
     if validation_data is not None and len(validation_data) and config.validation_steps:
-        validation = training_dataset(
-            augmented_iterator(validation_data, config, seed=seed, augment=False,
-                               shuffle=False), config, seed=seed)
+        validation = replica_datasets(strategy, validation_data, config, seed, False,
+                                      shuffle=False)
     result = TrainingResult(history=list(card.get("history", [])) if initial_epoch else [])
     report = _EpochReport(trainer, config, logs, name, result, card_extra, message,
                           percent, config.steps_per_epoch, config.epochs,
-                          validation_data=validation_data if validation else None)
-    callbacks = [report,
-                 keras.callbacks.CSVLogger(os.path.join(logs, "mask_rcnn_{}.csv".format(name)),
-                                           append=True),
-                 keras.callbacks.TensorBoard(os.path.join(logs, "tensorboard"),
-                                             write_graph=False, profile_batch=0)]
+                          validation_data=validation_data if validation else None,
+                          writes=placement.is_chief)
+    callbacks = [report]
+    if placement.is_chief:  # the other workers write nothing in logs
+        callbacks += [
+            keras.callbacks.CSVLogger(os.path.join(logs, "mask_rcnn_{}.csv".format(name)),
+                                      append=True),
+            keras.callbacks.TensorBoard(os.path.join(logs, "tensorboard"),
+                                        write_graph=False, profile_batch=0)]
+    steps = config.steps_per_epoch * config.accumulation_steps
     epoch = plan.initial_epoch
     for stage, last_epoch, learning_rate in plan.stages:
         message("Training {} layers, epochs {} to {}, learning rate {:g}".format(
             stage, epoch + 1, last_epoch, learning_rate))
         set_trainable_stage(trainer, stage)
-        trainer.compile(optimizer=make_optimizer(config, learning_rate), jit_compile=False)
+        with strategy.scope():
+            trainer.compile(optimizer=make_optimizer(config, learning_rate),
+                            jit_compile=False)
         try:
             trainer.fit(dataset, epochs=last_epoch, initial_epoch=epoch,
-                        steps_per_epoch=config.steps_per_epoch, validation_data=validation,
+                        steps_per_epoch=steps, validation_data=validation,
                         validation_steps=config.validation_steps if validation else None,
                         callbacks=callbacks, verbose=0, shuffle=False)
         except tf.errors.InvalidArgumentError as error:

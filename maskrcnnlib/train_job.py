@@ -36,6 +36,8 @@ class TrainJob:
     rois_per_image: int = 64
     images_per_gpu: int = 1
     gpu_count: int = 1
+    accumulation_steps: int = 1
+    precision: str = "float32"
     mini_mask_size: list = field(default_factory=list)
     images_min_dim: int = 256
     images_max_dim: int = 1280
@@ -45,6 +47,7 @@ class TrainJob:
     augment: bool = False
     anchor_scales: list = None
     overwrite: bool = False  # --overwrite: chips_directory may be replaced
+    writes: bool = True  # False on a worker other than the chief (TF_CONFIG)
 
 
 def prepare_logs(logs):
@@ -90,7 +93,7 @@ def load_data(job, message):
         job.overlap, seed=job.seed)
     if not samples:
         raise DatasetError("No training chips with objects in the current region")
-    if job.chips_directory:
+    if job.chips_directory and job.writes:
         write_directory_dataset(job.chips_directory, samples, job.classes,
                                 overwrite=job.overwrite)
         message("Training chips written to {}".format(job.chips_directory))
@@ -107,8 +110,9 @@ def split(job, dataset):
     if not held or not kept:
         raise DatasetError("-s needs at least 2 images to hold one out, got {}".format(
             len(dataset)))
-    with open(os.path.join(job.logs, "held_out.txt"), "w") as stream:
-        stream.writelines("{}\n".format(dataset.image_ids[i]) for i in held)
+    if job.writes:
+        with open(os.path.join(job.logs, "held_out.txt"), "w") as stream:
+            stream.writelines("{}\n".format(dataset.image_ids[i]) for i in held)
     return Subset(dataset, kept), Subset(dataset, held)
 
 
@@ -166,6 +170,7 @@ def make_config(job, dataset, band_names):
     config.epochs, config.steps_per_epoch = job.epochs, job.steps_per_epoch
     config.validation_steps, config.learning_rate = job.validation_steps, job.learning_rate
     config.images_per_gpu, config.gpu_count = job.images_per_gpu, job.gpu_count
+    config.accumulation_steps, config.precision = job.accumulation_steps, job.precision
     if resumed:
         return config.validate()
     config.train_rois_per_image = job.rois_per_image
@@ -201,12 +206,25 @@ def make_config(job, dataset, band_names):
 
 
 def run_train_job(job, message=print, percent=lambda *a: None):
-    """Train as the job says; returns maskrcnnlib.train.TrainingResult."""
-    prepare_logs(job.logs)
+    """Train as the job says; returns maskrcnnlib.train.TrainingResult.
+
+    With TF_CONFIG (several machines), only the chief writes into logs (and
+    chips_directory); the other workers write nothing.
+    """
+    from maskrcnnlib.distribute import is_chief
+
+    job.writes = is_chief()
+    if job.writes:
+        prepare_logs(job.logs)
     dataset, band_names, summary = load_data(job, message)
     config = make_config(job, dataset, band_names)
     training, validation = split(job, dataset)
-    from maskrcnnlib.train import train  # TensorFlow only once the data is known good
+    # TensorFlow's devices only once the data is known good
+    from maskrcnnlib.distribute import training_placement
+    from maskrcnnlib.train import train
+
+    placement = training_placement(config.gpu_count)
+    message(placement.description)
 
     message("Training on {} images ({} held out), {} bands, classes {}, anchor scales {}"
             .format(len(training), len(validation) if validation else 0, config.bands,
@@ -216,4 +234,4 @@ def run_train_job(job, message=print, percent=lambda *a: None):
     return train(config, training, job.logs, job.name, validation_data=validation,
                  initial_weights=job.initial_weights, exclude_heads=job.exclude_heads,
                  seed=job.seed, augment=job.augment, card_extra=extra, message=message,
-                 percent=percent)
+                 percent=percent, placement=placement)

@@ -108,6 +108,11 @@ def training_dataset(samples, config, batch_size=None, seed=None, repeat=True):
     scale = tf.constant([height - 1, width - 1, height - 1, width - 1], tf.float32)
     shift = tf.constant([0, 0, 1, 1], tf.float32)
 
+    # Each sample drawn gets its own key (pipeline seed, position in the stream): the
+    # training graph samples its ROIs from it, the same on any number of replicas.
+    base = int(np.random.default_rng().integers(0, 2 ** 31 - 1)) if seed is None \
+        else int(seed) % (2 ** 31 - 1)
+
     def add_targets(index, sample):
         stateless = None if seed is None else tf.stack([tf.cast(seed, tf.int64), index])
         rpn_match, rpn_bbox = rpn_targets(
@@ -119,6 +124,8 @@ def training_dataset(samples, config, batch_size=None, seed=None, repeat=True):
             "gt_class_ids": sample["gt_class_ids"],
             "gt_boxes": (sample["gt_boxes"] - shift) / scale,
             "gt_masks": tf.cast(sample["gt_masks"], tf.float32),
+            "sample_key": tf.stack([tf.constant(base, tf.int32),
+                                    tf.cast(index % (2 ** 31 - 1), tf.int32)]),
         }
 
     dataset = tf.data.Dataset.from_generator(samples, output_signature=_signature(config))

@@ -50,7 +50,7 @@ class DetectionLayer(keras.layers.Layer):
 
     def __init__(self, max_instances, min_confidence, nms_threshold,
                  bbox_std_dev=(0.1, 0.1, 0.2, 0.2), **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 under mixed precision
         self.max_instances = int(max_instances)
         self.min_confidence = float(min_confidence)
         self.nms_threshold = float(nms_threshold)

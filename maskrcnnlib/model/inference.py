@@ -14,16 +14,54 @@ from maskrcnnlib.weights import HEAD_LAYERS, load_weights_h5, save_weights_h5
 
 
 class Detector:
-    """An inference model and the config it was built from."""
+    """An inference model and the config it was built from.
 
-    def __init__(self, config, intermediate=False):
+    devices: with two or more (e.g. every visible GPU), each batch is split among
+    them (tf.distribute.MirroredStrategy), a share of its images per device; every
+    image's result is the one a single device gives.
+    """
+
+    def __init__(self, config, intermediate=False, devices=None):
         config.validate()
         self.config = config
-        self.model = build_inference_model(config, intermediate=intermediate)
+        self.strategy = None
+        if devices and len(devices) > 1:
+            self.strategy = tf.distribute.MirroredStrategy(devices=list(devices))
+            with self.strategy.scope():
+                self.model = build_inference_model(config, intermediate=intermediate)
+        else:
+            self.model = build_inference_model(config, intermediate=intermediate)
         self._run = tf.function(self._forward, reduce_retracing=True)
 
+    @property
+    def replicas(self):
+        """Devices a batch is spread over (a good batch is a multiple of it)."""
+        return self.strategy.num_replicas_in_sync if self.strategy else 1
+
     def _forward(self, images, metas, anchors):
-        return self.model([images, metas, anchors], training=False)
+        if self.strategy is None:
+            return self.model([images, metas, anchors], training=False)
+        return self._forward_replicas(images, metas, anchors)
+
+    def _forward_replicas(self, images, metas, anchors):
+        """Images padded to a multiple of the replicas (by repeating the last), split
+        in order among them, and the outputs joined back in order."""
+        replicas = self.replicas
+        count = tf.shape(images)[0]
+        share = (count + replicas - 1) // replicas
+        index = tf.minimum(tf.range(share * replicas), count - 1)
+        inputs = [tf.gather(x, index) for x in (images, metas, anchors)]
+
+        def part(context):
+            start = context.replica_id_in_sync_group * share
+            return [x[start:start + share] for x in inputs]
+
+        values = self.strategy.experimental_distribute_values_from_function(part)
+        outputs = self.strategy.run(
+            lambda x: self.model(x, training=False), args=(values,))
+        joined = [tf.concat(self.strategy.experimental_local_results(o), axis=0)[:count]
+                  for o in outputs]
+        return joined
 
     def load_weights(self, path, exclude_heads=False, strict=True):
         """Load .h5 weights (matterport layout); returns the LoadReport."""

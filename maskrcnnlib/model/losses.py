@@ -3,8 +3,14 @@
 Every loss is a float32 scalar: a mean over the entries that take part (anchors or ROIs
 picked by their match / class), or 0 when none take part. Means are computed as masked
 sums over fixed shapes, so nothing here has a data-dependent shape.
+
+Under tf.distribute with several replicas, each replica sees part of the global batch;
+the count that divides its sum is then the count over all replicas, so each replica's
+loss is its share of the loss of the whole batch and the shares add up to it (the
+gradients, summed over replicas, are those of one device with the whole batch).
 """
 
+import keras
 from keras import ops
 
 # tf.keras's backend epsilon, used by matterport's binary cross-entropy.
@@ -18,12 +24,29 @@ def smooth_l1(y_true, y_pred):
     return less_than_one * 0.5 * diff ** 2 + (1.0 - less_than_one) * (diff - 0.5)
 
 
+def _count_over_replicas(count):
+    """The sum of `count` over the replicas in sync (itself without tf.distribute)."""
+    if keras.backend.backend() != "tensorflow":
+        return count
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return count
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+
+
+def _share(total, count):
+    """total / count over all replicas, or 0 when nothing takes part anywhere."""
+    count = _count_over_replicas(count)
+    return ops.where(count > 0, total / ops.maximum(count, 1.0), 0.0)
+
+
 def _masked_mean(values, mask):
     """Mean of ``values`` where ``mask`` (broadcast to values' shape) is True; 0 if none."""
     mask = ops.broadcast_to(mask, ops.shape(values))
     total = ops.sum(ops.where(mask, values, 0.0))
-    count = ops.sum(ops.cast(mask, "float32"))
-    return ops.where(count > 0, total / ops.maximum(count, 1.0), 0.0)
+    return _share(total, ops.sum(ops.cast(mask, "float32")))
 
 
 def _squeeze_match(rpn_match):
@@ -77,9 +100,7 @@ def mrcnn_class_loss(target_class_ids, pred_class_logits, active_class_ids):
     pred_active = ops.take(ops.cast(active_class_ids[0], "float32"), pred_class_ids)
     loss = ops.sparse_categorical_crossentropy(
         ops.cast(target_class_ids, "int32"), logits, from_logits=True)
-    total = ops.sum(loss * pred_active)
-    count = ops.sum(pred_active)
-    return ops.where(count > 0, total / ops.where(count > 0, count, 1.0), 0.0)
+    return _share(ops.sum(loss * pred_active), ops.sum(pred_active))
 
 
 def mrcnn_bbox_loss(target_bbox, target_class_ids, pred_bbox):

@@ -34,7 +34,7 @@ class ValidRows(layers.Layer):
     """
 
     def __init__(self, columns=4, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 under mixed precision
         self.columns = int(columns)
 
     def call(self, rows):
@@ -61,6 +61,9 @@ class PositiveRows(layers.Layer):
     positives, so the mask head need not run on negatives (matterport ran it on all).
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 under mixed precision
+
     def call(self, inputs):
         rois, class_ids, masks = inputs
         count = ops.max(ops.sum(ops.cast(class_ids > 0, "int32"), axis=1))
@@ -82,7 +85,7 @@ class AnchorsLayer(layers.Layer):
     """
 
     def __init__(self, image_shape, scales, ratios, strides, anchor_stride, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 under mixed precision
         self.image_shape = [int(v) for v in image_shape[:2]]
         self.scales = [float(v) for v in scales]
         self.ratios = [float(v) for v in ratios]
@@ -110,7 +113,7 @@ class ActiveClassIds(layers.Layer):
     """The active_class_ids part of image_meta: [B, meta] -> [B, num_classes]."""
 
     def __init__(self, num_classes, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 under mixed precision
         self.num_classes = int(num_classes)
 
     def call(self, image_meta):
@@ -175,7 +178,8 @@ def build_training_graph(config, seed=None):
     Inputs (dict keys): image [B, H, W, bands] molded (H, W = config.image_shape),
     image_meta [B, meta], rpn_match [B, A] int32, rpn_bbox_targets [B, T, 4],
     gt_class_ids [B, G] int32 (0 = padding), gt_boxes [B, G, 4] normalized,
-    gt_masks [B, h, w, G] (mini masks when config.use_mini_mask, else full size).
+    gt_masks [B, h, w, G] (mini masks when config.use_mini_mask, else full size),
+    sample_key [B, 2] int32 (keys of the per-image random ROI sampling).
     Outputs (dict): the tensors maskrcnnlib.model.losses.compute_losses takes, the
     mask branch cut to the positive ROIs (target_masks, mask_class_ids, mrcnn_mask).
     """
@@ -189,6 +193,7 @@ def build_training_graph(config, seed=None):
         "gt_class_ids": keras.Input((None,), dtype="int32", name="gt_class_ids"),
         "gt_boxes": keras.Input((None, 4), name="gt_boxes"),
         "gt_masks": keras.Input(mask_hw + (None,), name="gt_masks"),
+        "sample_key": keras.Input((2,), dtype="int32", name="sample_key"),
     }
     train_bn = config.train_bn
     pyramid, rpn_class_logits, rpn_probs, rpn_bbox = _features(inputs["image"], config,
@@ -202,7 +207,8 @@ def build_training_graph(config, seed=None):
     rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
         config.train_rois_per_image, config.roi_positive_ratio, config.bbox_std_dev,
         config.mask_shape, config.use_mini_mask, seed=seed, name="proposal_targets")(
-        [rpn_rois, inputs["gt_class_ids"], inputs["gt_boxes"], inputs["gt_masks"]])
+        [rpn_rois, inputs["gt_class_ids"], inputs["gt_boxes"], inputs["gt_masks"],
+         inputs["sample_key"]])
     pooled = PyramidROIAlign((config.pool_size,) * 2, name="roi_align_classifier")(
         [rois, inputs["image_meta"]] + pyramid[:4])
     mrcnn_class_logits, _, mrcnn_bbox = classifier_head(

@@ -26,7 +26,7 @@ class ProposalLayer(keras.layers.Layer):
 
     def __init__(self, proposal_count, nms_threshold, pre_nms_limit,
                  rpn_bbox_std_dev=(0.1, 0.1, 0.2, 0.2), **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 under mixed precision
         self.proposal_count = int(proposal_count)
         self.nms_threshold = float(nms_threshold)
         self.pre_nms_limit = int(pre_nms_limit)

@@ -49,7 +49,7 @@ class PyramidROIAlign(keras.layers.Layer):
     """
 
     def __init__(self, pool_shape, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 under mixed precision
         self.pool_shape = (int(pool_shape[0]), int(pool_shape[1]))
 
     def call(self, inputs):

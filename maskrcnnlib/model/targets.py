@@ -52,13 +52,16 @@ class DetectionTargetLayer(keras.layers.Layer):
         target_mask: [B, T, mask_h, mask_w] float32 0/1, zero except positives.
 
     Sampling draws from ``keras.random`` with a SeedGenerator built from ``seed``
-    (None: not reproducible).
+    (None: not reproducible), or, when a fifth input sample_keys [B, 2] int32 is
+    given (the training pipeline's per-sample keys), from stateless draws keyed by
+    each image's key: an image is sampled the same way whatever else shares its
+    batch or its replica.
     """
 
     def __init__(self, train_rois_per_image, roi_positive_ratio,
                  bbox_std_dev=(0.1, 0.1, 0.2, 0.2), mask_shape=(28, 28),
                  use_mini_mask=True, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 under mixed precision
         self.train_rois_per_image = int(train_rois_per_image)
         self.roi_positive_ratio = float(roi_positive_ratio)
         self.bbox_std_dev = tuple(float(v) for v in bbox_std_dev)
@@ -68,12 +71,13 @@ class DetectionTargetLayer(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs):
-        proposals, gt_class_ids, gt_boxes, gt_masks = inputs
+        proposals, gt_class_ids, gt_boxes, gt_masks = inputs[:4]
+        sample_keys = inputs[4] if len(inputs) > 4 else None
         proposals = ops.cast(proposals, "float32")
         gt_boxes = ops.cast(gt_boxes, "float32")
         gt_class_ids = ops.cast(gt_class_ids, "int32")
         positive, negative, assignment = self._match(proposals, gt_class_ids, gt_boxes)
-        index, is_positive, is_valid = self._sample(positive, negative)
+        index, is_positive, is_valid = self._sample(positive, negative, sample_keys)
 
         rois = ops.take_along_axis(proposals, index[..., None], axis=1)
         rois = ops.where(is_valid[..., None], rois, 0.0)
@@ -110,13 +114,22 @@ class DetectionTargetLayer(keras.layers.Layer):
         assignment = ops.cast(ops.argmax(instance_overlaps, axis=-1), "int32")
         return positive, negative, assignment
 
-    def _sample(self, positive, negative):
+    def _random_keys(self, shape, sample_keys):
+        """Uniform [B, N] draws: per image from its key, or from the seed generator."""
+        if sample_keys is None:
+            return keras.random.uniform(shape, seed=self.seed_generator)
+        import tensorflow as tf  # stateless per-row draws: the TensorFlow backend
+
+        return tf.map_fn(lambda key: tf.random.stateless_uniform(shape[1:], seed=key),
+                         tf.cast(sample_keys, tf.int32), fn_output_signature=tf.float32)
+
+    def _sample(self, positive, negative, sample_keys=None):
         """Random picks, packed: index [B, T] int32, is_positive and is_valid [B, T] bool."""
         rois = self.train_rois_per_image
         num = positive.shape[1] if positive.shape[1] is not None else ops.shape(positive)[1]
         max_positive = int(rois * self.roi_positive_ratio)
         # A random rank among the members of each set: top_k of uniform keys.
-        keys = keras.random.uniform(ops.shape(positive), seed=self.seed_generator)
+        keys = self._random_keys(ops.shape(positive), sample_keys)
         if isinstance(num, int):
             k_pos, k_neg = max(min(max_positive, num), 1), min(rois, num)
         else:
@@ -168,7 +181,7 @@ class DetectionTargetLayer(keras.layers.Layer):
                 (batch, rois) + self.mask_shape]
 
     def compute_output_spec(self, inputs):
-        shapes = self.compute_output_shape([x.shape for x in inputs])
+        shapes = self.compute_output_shape([x.shape for x in inputs[:4]])
         dtypes = ["float32", "int32", "float32", "float32"]
         return [keras.KerasTensor(s, dtype=d) for s, d in zip(shapes, dtypes)]
 

@@ -5,6 +5,14 @@ weight decay: sum over trainable kernels/biases (not batch-norm gamma/beta) of
 weight_decay * sum(w**2) / size(w). SGD with momentum and per-variable gradient
 clipping (matterport's clipnorm). The train_step uses tf.GradientTape: training
 runs on the TensorFlow backend.
+
+Under tf.distribute (maskrcnnlib.distribute), each replica's losses are its share of
+the global batch's losses (maskrcnnlib.model.losses); train_step sums the replicas'
+gradients itself, so clipping sees the gradient of the whole batch, and a step on N
+replicas moves the weights as one device with the whole batch would. Gradient
+accumulation (config.accumulation_steps) averages that many steps' gradients before
+the weights move. Mixed precision (config.precision) scales the loss when it runs
+in float16.
 """
 import keras
 import tensorflow as tf
@@ -92,39 +100,82 @@ class MaskRCNNTrainer(keras.Model):
         total = sum(self.loss_weights_by_name[key] * losses[key] for key in LOSS_KEYS)
         return losses, total
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras builds the metrics and optimizer on a batch it averages over the
+        replicas, which fails when replicas' batches are padded to different sizes
+        (ground truth is padded per batch): build on the first replica's batch."""
+        if iterator is not None and data_batch is None and \
+                self._distribute_strategy is not None:
+            for _, _, it in iterator:
+                local = self._distribute_strategy.experimental_local_results
+                data_batch = tf.nest.map_structure(
+                    lambda x: local(x)[0] if isinstance(x, tf.distribute.DistributedValues)
+                    else x, next(it))
+                break
+        return super()._maybe_symbolic_build(data_batch=data_batch)
+
     def weight_decay(self):
         """matterport's L2 term over trainable kernels and biases."""
         decay = self.mrcnn_config.weight_decay
-        terms = [ops.sum(ops.square(v)) / ops.cast(ops.size(v), "float32")
+        terms = [ops.sum(ops.square(ops.cast(v, "float32"))) / ops.cast(ops.size(v), "float32")
                  for v in self.trainable_variables
                  if not v.name.endswith(("gamma", "beta"))]
         return decay * ops.sum(ops.stack(terms)) if terms else ops.zeros(())
 
     def train_step(self, data):
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
         with tf.GradientTape() as tape:
             losses, total = self._objective(data, training=True)
+            # every replica adds the same decay term: a share of it each
             decay = self.weight_decay()
-            objective = total + decay
+            share = total + decay / replicas
+            scaled = self.optimizer.scale_loss(share)
         variables = self.trainable_variables
-        gradients = tape.gradient(objective, variables)
-        self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(gradients, variables) if g is not None])
-        return self._report(losses, objective, decay)
+        gradients = tape.gradient(scaled, variables)
+        pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        if context is not None and replicas > 1:
+            summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in pairs])
+            pairs = list(zip(summed, [v for _, v in pairs]))
+        self.optimizer.apply_gradients(pairs)
+        return self._report(losses, total + decay, decay, replicas)
 
     def test_step(self, data):
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
         losses, total = self._objective(data, training=False)
-        return self._report(losses, total + self.weight_decay(), self.weight_decay())
+        decay = self.weight_decay()
+        return self._report(losses, total + decay, decay, replicas)
 
-    def _report(self, losses, total, decay):
+    def _report(self, losses, total, decay, replicas=1):
+        """Track the losses of the whole batch: Keras averages the replicas' results,
+        so a replica reports its share times the replica count (decay is whole)."""
+        scale = float(replicas)
         for key in LOSS_KEYS:
-            self.loss_trackers[key].update_state(losses[key])
-        self.loss_trackers["loss"].update_state(total)
+            self.loss_trackers[key].update_state(losses[key] * scale)
+        self.loss_trackers["loss"].update_state(total * scale - decay * (scale - 1))
         self.loss_trackers["weight_decay"].update_state(decay)
         return {key: tracker.result() for key, tracker in self.loss_trackers.items()}
 
 
+class _SummedSGD(keras.optimizers.SGD):
+    """SGD for gradients that train_step has already summed over the replicas.
+
+    Keras sums the replicas' gradients after clipping each replica's own; ours come
+    summed (the same on every replica), so clipping and accumulation see the whole
+    batch's gradient, and the summing here must not happen a second time.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
 def make_optimizer(config, learning_rate=None):
-    """matterport's optimizer: SGD with momentum, each gradient clipped to a norm."""
-    return keras.optimizers.SGD(
+    """matterport's optimizer: SGD with momentum, each gradient clipped to a norm;
+    with config.accumulation_steps > 1 the weights move every that many steps, by
+    the mean of their gradients."""
+    steps = int(getattr(config, "accumulation_steps", 1) or 1)
+    return _SummedSGD(name="SGD",
         learning_rate=config.learning_rate if learning_rate is None else learning_rate,
-        momentum=config.learning_momentum, clipnorm=config.gradient_clip_norm)
+        momentum=config.learning_momentum, clipnorm=config.gradient_clip_norm,
+        gradient_accumulation_steps=steps if steps > 1 else None)
