@@ -119,20 +119,21 @@ class _EpochReport(keras.callbacks.Callback):
             self.trainer.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.failure or not self.writes:
+        if self.failure:
             return
         number = epoch + 1
-        if logs is not None:  # the same dict goes on to the CSV logger
+        if logs is not None and self.writes:  # the same dict goes on to the CSV logger
             logs.update(self.validation_ap())
         logs = {key: float(value) for key, value in (logs or {}).items()}
         seconds = (time.monotonic() - self.started) / self.steps_per_epoch
-        entry = dict(logs, epoch=number, seconds_per_step=seconds)
-        self.result.history.append(entry)
-        path = checkpoint_path(self.logs, self.name, number)
-        save_weights_h5(self.trainer, path)
-        write_card(path, self.config, dict(self.card_extra, epoch=number,
-                                           history=self.result.history))
-        self.result.checkpoints.append(path)
+        if self.writes:  # the chief; other workers only tell their progress
+            entry = dict(logs, epoch=number, seconds_per_step=seconds)
+            self.result.history.append(entry)
+            path = checkpoint_path(self.logs, self.name, number)
+            save_weights_h5(self.trainer, path)
+            write_card(path, self.config, dict(self.card_extra, epoch=number,
+                                               history=self.result.history))
+            self.result.checkpoints.append(path)
         losses = ", ".join("{} {:.4f}".format(k, logs[k]) for k in ("loss",) + LOSS_KEYS
                            if k in logs)
         validation = " validation loss {:.4f},".format(logs["val_loss"]) \

@@ -155,7 +155,17 @@ class MaskRCNNTrainer(keras.Model):
             self.loss_trackers[key].update_state(losses[key] * scale)
         self.loss_trackers["loss"].update_state(total * scale - decay * (scale - 1))
         self.loss_trackers["weight_decay"].update_state(decay)
-        return {key: tracker.result() for key, tracker in self.loss_trackers.items()}
+        results = {key: tracker.result() for key, tracker in self.loss_trackers.items()}
+        if self._multi_worker():
+            # Keras averages multi-worker step results over axis 0, which a scalar
+            # lacks: give them one (the average comes back as a scalar)
+            results = {key: ops.reshape(value, (1,)) for key, value in results.items()}
+        return results
+
+    def _multi_worker(self):
+        strategy = tf.distribute.get_strategy()
+        return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+            strategy.extended._in_multi_worker_mode()
 
 
 class _SummedSGD(keras.optimizers.SGD):
