@@ -59,8 +59,16 @@ class Detector:
         values = self.strategy.experimental_distribute_values_from_function(part)
         outputs = self.strategy.run(
             lambda x: self.model(x, training=False), args=(values,))
-        joined = [tf.concat(self.strategy.experimental_local_results(o), axis=0)[:count]
-                  for o in outputs]
+        joined = []
+        for output in outputs:
+            parts = list(self.strategy.experimental_local_results(output))
+            if len(parts[0].shape) > 1:
+                # the mask rows run only as far as a part has detections: pad every
+                # part to the longest (rows past an image's detections are unused)
+                rows = tf.reduce_max([tf.shape(p)[1] for p in parts])
+                parts = [tf.pad(p, [[0, 0], [0, rows - tf.shape(p)[1]]]
+                                + [[0, 0]] * (len(p.shape) - 2)) for p in parts]
+            joined.append(tf.concat(parts, axis=0)[:count])
         return joined
 
     def load_weights(self, path, exclude_heads=False, strict=True):

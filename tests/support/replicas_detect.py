@@ -3,9 +3,10 @@
 
     python tests/support/replicas_detect.py OUT.npz
 
-Detects in 3 shapes scenes (an odd count: one device gets fewer) with a small
-model of random weights (low score threshold, so it finds plenty), once on one
-device and once on two; saves both results into OUT.npz.
+Detects in 3 images (an odd count: one device gets fewer, a blank one among
+them) with a small model of random weights whose class scores vary from image to
+image around the score threshold, once on one device and once on two. Saves both
+results into OUT.npz.
 """
 import os
 import sys
@@ -27,11 +28,17 @@ def main(out):
 
     keras.utils.set_random_seed(3)
     config = small_config()
-    config.detection_min_confidence = 0.0
+    config.detection_min_confidence = 0.4
     rng = np.random.default_rng(5)
     images = [shapes_scene(rng, size=128)[0] for _ in range(3)]
+    images[1] = np.zeros_like(images[1])  # a blank image scores otherwise
     one = Detector(config)
     two = Detector(config, devices=devices)
+    # flatter class scores, so that images differ in how many detections pass 0.4:
+    # the replicas then return different numbers of mask rows
+    layer = one.model.get_layer("mrcnn_class_logits")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * 0.01, bias])
     path = out + ".weights.h5"
     one.save_weights(path)
     two.load_weights(path)

@@ -88,6 +88,8 @@ def test_detection_spread_over_two_devices_equals_one(tmp_path):
     run_support("replicas_detect.py", out)
     found = np.load(out)
     assert int(found["replicas"]) == 2
+    counts = {len(found["one_{}_scores".format(i)]) for i in range(3)}
+    assert len(counts) > 1  # the replicas' parts have different numbers of detections
     for index in range(3):
         one = {k: found["one_{}_{}".format(index, k)] for k in
                ("rois", "class_ids", "scores", "masks")}
