@@ -1,5 +1,6 @@
 """The addon installs with g.extension and with make, and the installed modules run."""
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -18,12 +19,24 @@ def test_g_extension_installs_both_modules_and_the_library(addon):
     for module in MODULES:
         assert os.access(base / "scripts" / module, os.X_OK)
         assert (base / "docs" / "html" / f"{module}.html").is_file()
-    assert (base / "docs" / "html" / "i.ann.maskrcnn.html").is_file()
+    suite_page = (base / "docs" / "html" / "i.ann.maskrcnn.html").read_text()
+    assert "<title>i.ann.maskrcnn - GRASS GIS Manual</title>" in suite_page  # built, not source
+    assert_images_installed(base / "docs" / "html")
     library = base / "etc" / "i.ann.maskrcnn" / "maskrcnnlib"
     source_files = sorted(p.relative_to(ROOT / "maskrcnnlib")
                           for p in (ROOT / "maskrcnnlib").rglob("*.py"))
     installed = sorted(p.relative_to(library) for p in library.rglob("*.py"))
     assert installed == source_files
+
+
+def assert_images_installed(html_dir):
+    """Every image the manual pages show lies beside them (the suite page's figure too)."""
+    shown = {page: set(re.findall(r'<img src="([^":/]+)"', (html_dir / page).read_text()))
+             for page in ["i.ann.maskrcnn.html"] + [module + ".html" for module in MODULES]}
+    assert "i_ann_maskrcnn_detect_demo.png" in shown["i.ann.maskrcnn.html"]
+    for page, images in shown.items():
+        for image in images - {"grass_logo.png"}:  # GRASS's logo is in GRASS's docs
+            assert (html_dir / image).is_file(), (page, image)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -78,3 +91,4 @@ def test_make_builds_against_grass_dev(grass_session, tmp_path):
         page = (out / "docs" / "html" / f"{module}.html").read_text()
         assert "DESCRIPTION" in page and "model" in page
     assert (out / "etc" / "i.ann.maskrcnn" / "maskrcnnlib" / "__init__.py").is_file()
+    assert_images_installed(out / "docs" / "html")
