@@ -17,11 +17,15 @@ goes on from the train page's checkpoints. The suite page is a user's from the
 start: its first block installs the addon into a fresh $HOME, its batch jobs
 create their projects with `grass -c` and run with `grass --exec`, and its
 Python script (tools/batch_job.py, with grass-session) starts from the input
-files alone. The README shows the same batch jobs (checked here).
+files alone. The README shows the same batch jobs (checked here). The train
+page's two machines of one cluster (blocks that set TF_CONFIG) run at the same
+time as two processes on this machine.
 """
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -37,8 +41,8 @@ TRAIN = ROOT / "i.ann.maskrcnn.train" / "i.ann.maskrcnn.train.html"
 DETECT = ROOT / "i.ann.maskrcnn.detect" / "i.ann.maskrcnn.detect.html"
 
 
-def run_block(block, env, work):
-    """Run one code block (already substituted); returns the CompletedProcess."""
+def start_block(block, env, work):
+    """Start one code block (already substituted); returns the Popen."""
     if manual.is_python(block):
         script = work / "block.py"
         script.write_text(block)
@@ -47,38 +51,73 @@ def run_block(block, env, work):
         script = work / "block.sh"
         script.write_text("set -eo pipefail\n" + block + "\n")
         command = ["bash", str(script)]
-    return subprocess.run(command, env=env, cwd=work, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=env, cwd=work, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for one in sockets:
+        one.bind(("127.0.0.1", 0))
+    ports = [one.getsockname()[1] for one in sockets]
+    for one in sockets:
+        one.close()
+    return ports
+
+
+def groups(blocks):
+    """[[block numbers]]: consecutive blocks that set TF_CONFIG are one group (the
+    machines of one cluster, started together); every other block is alone."""
+    found = []
+    for number, block in enumerate(blocks, start=1):
+        together = "TF_CONFIG" in block
+        if found and together and "TF_CONFIG" in blocks[found[-1][-1] - 1]:
+            found[-1].append(number)
+        else:
+            found.append([number])
+    return found
 
 
 def run_page(page, data, env, work, source=None, python_env=None, python_data=None):
-    """Run every code block of page in order; returns [(block, seconds)]."""
+    """Run every code block of page in order; returns [(block, seconds)].
+
+    The blocks of one cluster (see groups) run at the same time, on this machine:
+    its hosts become 127.0.0.1 with free ports."""
     blocks = manual.code_blocks(page.read_text())
     assert blocks, "{} has no example".format(page.name)
+    hosts = {"node{}:12345".format(i + 1): "127.0.0.1:{}".format(port)
+             for i, port in enumerate(free_ports(2))}
     ran = []
-    for number, original in enumerate(blocks, start=1):
-        python = manual.is_python(original)
-        block = manual.substitute(original, python_data if python else data, source)
-        block_env = python_env if python else env
-        expected = manual.Expectations(block_env)
-        started = time.monotonic()
-        result = run_block(block, block_env, work)
-        seconds = time.monotonic() - started
-        where = "{} block {} ({:.0f} s):\n{}".format(page.name, number, seconds, block)
-        assert result.returncode == 0, "{}\nexit status {}\n{}".format(
-            where, result.returncode, result.stderr[-4000:])
-        assert "Traceback" not in result.stderr, where + "\n" + result.stderr[-4000:]
-        if python:
-            mapset, calls = manual.python_commands(block)
-            for tokens in calls:
-                expected.expect(tokens, mapset)
-        else:
-            for tokens in manual.commands(block):
-                expected.expect(tokens, manual.mapset_of(env))
-        failures = expected.failures()
-        assert not failures, where + "\n" + "\n".join(failures)
-        ran.append((block, seconds))
-        print("{} block {}: {:.1f} s".format(page.name, number, seconds))
+    for numbers in groups(blocks):
+        started, runs = time.monotonic(), []
+        for number in numbers:
+            original = blocks[number - 1]
+            python = manual.is_python(original)
+            block = manual.substitute(original, python_data if python else data, source,
+                                      hosts)
+            block_env = python_env if python else env
+            folder = work / "block{}".format(number) if len(numbers) > 1 else work
+            folder.mkdir(exist_ok=True)
+            runs.append((number, python, block, block_env, manual.Expectations(block_env),
+                         start_block(block, block_env, folder)))
+        for number, python, block, block_env, expected, process in runs:
+            stdout, stderr = process.communicate(timeout=900)
+            seconds = time.monotonic() - started
+            where = "{} block {} ({:.0f} s):\n{}".format(page.name, number, seconds, block)
+            assert process.returncode == 0, "{}\nexit status {}\n{}".format(
+                where, process.returncode, stderr[-4000:])
+            assert "Traceback" not in stderr, where + "\n" + stderr[-4000:]
+            if python:
+                mapset, calls = manual.python_commands(block)
+                for tokens in calls:
+                    expected.expect(tokens, mapset)
+            else:
+                for tokens in manual.commands(block):
+                    expected.expect(tokens, manual.mapset_of(env))
+            failures = expected.failures()
+            assert not failures, where + "\n" + "\n".join(failures)
+            ran.append((block, seconds))
+            print("{} block {}: {:.1f} s".format(page.name, number, seconds))
     assert len(ran) == len(blocks)
     return ran
 
@@ -91,7 +130,7 @@ def town(tmp_path_factory, addon):
     root = tmp_path_factory.mktemp("manual")
     data = root / "data"
     story.write_files(data)
-    project = root / "grassdata" / "town"
+    project = data / "grassdata" / "town"  # /data/grassdata/town in the manual
     subprocess.run(["grass", "-e", "-c", story.CRS, str(project)], check=True,
                    capture_output=True)
     gisrc = root / "gisrc"
@@ -116,6 +155,11 @@ def test_train_page_examples(train_page, town):
     assert [p.name for p in sorted(logs.glob("mask_rcnn_buildings_[0-9]*.h5"))] == [
         "mask_rcnn_buildings_0001.h5", "mask_rcnn_buildings_0002.h5"]
     assert (logs / "mask_rcnn_buildings_chips_0001.h5").is_file()
+    # several GPUs (here the CPU), and two machines (here two processes) in one run
+    assert (logs / "mask_rcnn_buildings_gpus_0001.h5").is_file()
+    card = json.loads((logs / "mask_rcnn_buildings_gpus_0001.json").read_text())
+    assert card["config"]["precision"] == "mixed"
+    assert (logs / "mask_rcnn_buildings_nodes_0001.h5").is_file()
 
 
 def test_detect_page_examples(train_page, town):

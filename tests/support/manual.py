@@ -29,7 +29,7 @@ def code_blocks(page_html):
     return blocks
 
 
-def substitute(text, data, source=None):
+def substitute(text, data, source=None, hosts=None):
     """The example as the test runs it.
 
     | in the manual               | in the test                                     |
@@ -46,6 +46,9 @@ def substitute(text, data, source=None):
     | images_min_dim, _max_dim=N  | 64                                              |
     | tile_size=T                 | tile_size=T/4, at least 64: 256 -> 64, 512 -> 128|
     | overlap=O                   | overlap=O/2: 32 -> 16, 64 -> 32                 |
+    | gpu_count=N                 | gpu_count=0: the CPU (no GPU here; replicas on  |
+    |                             | logical devices: tests/unit/test_distribute.py) |
+    | node1:12345, node2:12345    | hosts: 127.0.0.1 and free ports (TF_CONFIG)     |
 
     Values may be quoted (Python keyword arguments). Region settings (g.region)
     stay as they are: the scene lies where the manual says.
@@ -64,6 +67,7 @@ def substitute(text, data, source=None):
         option("images_max_dim", lambda v: 64),
         option("tile_size", lambda v: max(64, int(v) // 4)),
         option("overlap", lambda v: int(v) // 2),
+        option("gpu_count", lambda v: 0),
         lambda s: re.sub(r"(mask_rcnn_\w+?_)(\d{4})\.h5",
                          lambda m: "{}{:04d}.h5".format(m.group(1),
                                                         math.ceil(int(m.group(2)) / 20)), s),
@@ -71,6 +75,8 @@ def substitute(text, data, source=None):
     ]
     if source is not None:
         steps.append(lambda s: s.replace("/path/to/i.ann.maskrcnn", str(source)))
+    for host, address in (hosts or {}).items():
+        steps.append(lambda s, host=host, address=address: s.replace(host, address))
     for step in steps:
         text = step(text)
     return text
@@ -163,7 +169,8 @@ class Expectations:
     files: list = field(default_factory=list)  # (path, check(path) -> bool, why)
 
     def map(self, mapset, kind, names, why):
-        self.maps.append([mapset, kind, set(names), why])
+        if mapset is not None:  # None: a temporary mapset, gone with its maps
+            self.maps.append([mapset, kind, set(names), why])
 
     def file(self, path, why, check=os.path.exists):
         self.files.append((path, check, why))
@@ -279,7 +286,8 @@ def _grass(exp, words, flags, options, mapset, why):
         return
     if "exec" not in flags:
         raise AssertionError("{}: only grass -c and grass --exec are known".format(why))
-    project = words[1]
+    # grass --tmp-mapset PROJECT: maps made there go with the mapset
+    project = words[1] if "tmp-mapset" not in flags else None
     rest = words[words.index("--exec") + 1:]
     if rest[0] == "bash":
         exp.file(rest[1], why)
