@@ -11,7 +11,8 @@ measures what distribution costs, not what it gains. On GPUs the ideal is 1.
 Each replica count runs in its own process (devices are set before TensorFlow
 starts), trains --steps timed steps after --warmup steps (ResNet-50-FPN,
 --images-per-replica images of --size pixels per replica, frozen batch
-normalization, random weights), then detects in --tiles tiles.
+normalization, random weights), then detects in --tiles tiles (the same seeded
+random weights at every replica count).
 The last line is `training efficiency at N replicas: E`.
 
     python3 benchmarks/bench_scaling.py [--replicas 2] [--size 256] [--steps 5]
@@ -76,7 +77,16 @@ def worker(args):
     train_seconds = time.perf_counter() - started
     train_images = args.steps * args.images_per_replica * args.count
 
+    # the same weights at every replica count (what is found drives the mask work)
+    import tempfile
+
+    import keras
+
+    keras.utils.set_random_seed(1)
+    weights = os.path.join(tempfile.mkdtemp(), "detector.h5")
+    Detector(config).save_weights(weights)
     detector = Detector(config, devices=devices)
+    detector.load_weights(weights)
     batch = [scenes[i % len(scenes)][0] for i in range(args.count * args.images_per_replica)]
     detector.detect(batch)  # warm-up
     started, done = time.perf_counter(), 0
