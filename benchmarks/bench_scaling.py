@@ -44,6 +44,7 @@ def worker(args):
     import numpy as np
 
     from maskrcnnlib.config import Config
+    from maskrcnnlib.dataset.directory import ArrayDataset
     from maskrcnnlib.model.inference import Detector
     from maskrcnnlib.model.training import make_optimizer
     from maskrcnnlib.train import _build_trainer, replica_datasets
@@ -56,21 +57,14 @@ def worker(args):
     scenes = [shapes_scene(rng, size=args.size, count=(3, 6),
                            radius=(args.size // 32, args.size // 12)) for _ in range(8)]
 
-    class Scenes:
-        image_ids = list(range(len(scenes)))
-
-        def __len__(self):
-            return len(scenes)
-
-        def load(self, index):
-            return scenes[index]
+    scenes = ArrayDataset(scenes, classes=["square", "disk"])
 
     placement = distribute.Placement(distribute.strategy_for_devices(devices), args.count,
                                      "bench", devices=devices)
     with placement.strategy.scope():
         trainer = _build_trainer(config, 1, placement)
         trainer.compile(optimizer=make_optimizer(config), jit_compile=False)
-    dataset = replica_datasets(placement.strategy, Scenes(), config, 1, False)
+    dataset = replica_datasets(placement.strategy, scenes, config, 1, False)
     trainer.fit(dataset, epochs=1, steps_per_epoch=args.warmup, verbose=0)
     started = time.perf_counter()
     trainer.fit(dataset, epochs=1, steps_per_epoch=args.steps, verbose=0)
@@ -87,7 +81,8 @@ def worker(args):
     Detector(config).save_weights(weights)
     detector = Detector(config, devices=devices)
     detector.load_weights(weights)
-    batch = [scenes[i % len(scenes)][0] for i in range(args.count * args.images_per_replica)]
+    batch = [scenes.load(i % len(scenes))[0]
+             for i in range(args.count * args.images_per_replica)]
     detector.detect(batch)  # warm-up
     started, done = time.perf_counter(), 0
     while done < args.tiles:

@@ -122,9 +122,14 @@ class MaskRCNNTrainer(keras.Model):
                  if not v.name.endswith(("gamma", "beta"))]
         return decay * ops.sum(ops.stack(terms)) if terms else ops.zeros(())
 
-    def train_step(self, data):
+    @staticmethod
+    def _replicas():
+        """(replica context or None, replicas in sync)."""
         context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context is not None else 1
+        return context, context.num_replicas_in_sync if context is not None else 1
+
+    def train_step(self, data):
+        context, replicas = self._replicas()
         with tf.GradientTape() as tape:
             losses, total = self._objective(data, training=True)
             # every replica adds the same decay term: a share of it each
@@ -138,22 +143,21 @@ class MaskRCNNTrainer(keras.Model):
             summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in pairs])
             pairs = list(zip(summed, [v for _, v in pairs]))
         self.optimizer.apply_gradients(pairs)
-        return self._report(losses, total + decay, decay, replicas)
+        return self._report(losses, total, decay, replicas)
 
     def test_step(self, data):
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context is not None else 1
+        _, replicas = self._replicas()
         losses, total = self._objective(data, training=False)
-        decay = self.weight_decay()
-        return self._report(losses, total + decay, decay, replicas)
+        return self._report(losses, total, self.weight_decay(), replicas)
 
     def _report(self, losses, total, decay, replicas=1):
         """Track the losses of the whole batch: Keras averages the replicas' results,
-        so a replica reports its share times the replica count (decay is whole)."""
+        so a replica reports its shares (losses, total) times the replica count;
+        loss = total + decay (decay is whole on every replica)."""
         scale = float(replicas)
         for key in LOSS_KEYS:
             self.loss_trackers[key].update_state(losses[key] * scale)
-        self.loss_trackers["loss"].update_state(total * scale - decay * (scale - 1))
+        self.loss_trackers["loss"].update_state(total * scale + decay)
         self.loss_trackers["weight_decay"].update_state(decay)
         results = {key: tracker.result() for key, tracker in self.loss_trackers.items()}
         if self._multi_worker():

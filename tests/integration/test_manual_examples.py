@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ import pytest
 
 from conftest import ROOT, copy_source_tree
 from support import manual, story
+from support.ports import free_ports
 
 pytestmark = pytest.mark.grass
 SUITE = ROOT / "i.ann.maskrcnn.html"
@@ -53,16 +53,6 @@ def start_block(block, env, work):
         command = ["bash", str(script)]
     return subprocess.Popen(command, env=env, cwd=work, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for one in sockets:
-        one.bind(("127.0.0.1", 0))
-    ports = [one.getsockname()[1] for one in sockets]
-    for one in sockets:
-        one.close()
-    return ports
 
 
 def groups(blocks):

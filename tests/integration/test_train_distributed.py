@@ -3,26 +3,16 @@
 import json
 import os
 import re
-import socket
 import subprocess
 
 import pytest
 
 from conftest import ROOT
+from support.ports import free_ports
 from test_train_module import CLASSES, FAST, history, write_dataset
 
 pytestmark = pytest.mark.grass
 TRAIN = str(ROOT / "i.ann.maskrcnn.train" / "i.ann.maskrcnn.train.py")
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def start_worker(env, index, workers, options):

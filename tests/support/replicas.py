@@ -17,13 +17,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
-def main(replicas, accumulation, images_per_gpu, steps, precision, scenes, initial, out):
+def main(replicas, accumulation, images_per_gpu, steps, precision, kind, initial, out):
     from maskrcnnlib import distribute
 
     devices = distribute.split_cpu(2)[:replicas]
     import numpy as np
     import tensorflow as tf
 
+    from maskrcnnlib.dataset.directory import ArrayDataset
     from maskrcnnlib.train import _build_trainer, replica_datasets
     from maskrcnnlib.model.training import make_optimizer
     from maskrcnnlib.weights import load_weights_h5, save_weights_h5
@@ -37,17 +38,11 @@ def main(replicas, accumulation, images_per_gpu, steps, precision, scenes, initi
     config.precision = precision
     config.validate()
     rng = np.random.default_rng(7)
+    varied = kind == "varied"
     scenes = [shapes_scene(rng, size=128, count=(2, 4), radius=(8, 16))
-              for _ in range(4 if scenes == "varied" else 1)] * (1 if scenes == "varied" else 4)
+              for _ in range(4 if varied else 1)] * (1 if varied else 4)
 
-    class Scenes:
-        image_ids = list(range(len(scenes)))
-
-        def __len__(self):
-            return len(scenes)
-
-        def load(self, index):
-            return scenes[index]
+    scenes = ArrayDataset(scenes, classes=["square", "disk"])
 
     placement = distribute.Placement(distribute.strategy_for_devices(devices), replicas,
                                      "test", devices=devices)
@@ -57,7 +52,7 @@ def main(replicas, accumulation, images_per_gpu, steps, precision, scenes, initi
             save_weights_h5(trainer, initial)
         load_weights_h5(trainer, initial)
         trainer.compile(optimizer=make_optimizer(config), jit_compile=False)
-    dataset = replica_datasets(placement.strategy, Scenes(), config, 1, False, shuffle=False)
+    dataset = replica_datasets(placement.strategy, scenes, config, 1, False, shuffle=False)
     before = {"initial:" + v.path: np.asarray(v.numpy(), dtype=np.float64)
               for v in trainer.weights}
     history = trainer.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
