@@ -67,3 +67,23 @@ def test_bad_tf_config_stops_before_training(run_module, tmp_path):
     assert result.returncode != 0
     assert "TF_CONFIG: task" in result.stderr and "not in the cluster" in result.stderr
     assert not (tmp_path / "logs").exists()
+
+
+def test_accumulation_and_device_options_through_the_module(run_module, tmp_path):
+    dataset = write_dataset(tmp_path / "dataset", count=2)
+    logs = tmp_path / "logs"
+    result = run_module(TRAIN, **FAST, classes=CLASSES, name="accumulated",
+                        training_dataset=dataset, logs=logs, epochs=1, seed=2,
+                        accumulation_steps=2, gpu_count=0)
+    assert result.returncode == 0, result.stderr
+    assert "Training on the CPU (gpu_count=0)" in result.stderr
+    card = json.loads((logs / "mask_rcnn_accumulated_0001.json").read_text())
+    assert card["config"]["accumulation_steps"] == 2
+    assert card["config"]["precision"] == "float32"
+    # no GPU here: asking for two is a clear error, and nothing is written
+    result = run_module(TRAIN, **FAST, classes=CLASSES, name="gpus",
+                        training_dataset=dataset, logs=logs, epochs=1, gpu_count=2)
+    assert result.returncode != 0
+    assert "gpu_count=2 but no GPU is visible" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(logs.glob("mask_rcnn_gpus_*"))
