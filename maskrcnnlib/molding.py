@@ -277,7 +277,8 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
     window: (y1, x1, y2, x2) pixel box of the image inside the molded one.
 
     Returns (boxes int32 [N, (y1, x1, y2, x2)] original pixels,
-    class_ids int32 [N], scores [N], masks bool [height, width, N]).
+    class_ids int32 [N], scores [N], masks bool [height, width, N], a view of an
+    [N, height, width] array, so that each instance's mask is contiguous).
     Detections whose box has no area in the original image are dropped.
     """
     detections = np.asarray(detections)
@@ -286,7 +287,11 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
     boxes = detections[:count, :4]
     class_ids = detections[:count, 4].astype(np.int32)
     scores = detections[:count, 5]
-    masks = mrcnn_mask[np.arange(count), :, :, class_ids]
+    # Trailing detections whose box is all zero (clipped away entirely) have no mask
+    # row (the graph's ValidRows cuts them): dropped below with the empty boxes.
+    rows = min(count, len(mrcnn_mask))
+    masks = np.zeros((count,) + tuple(mrcnn_mask.shape[1:3]), np.float32)
+    masks[:rows] = mrcnn_mask[np.arange(rows), :, :, class_ids[:rows]]
 
     # normalized molded-image boxes -> normalized window boxes -> original pixels
     wy1, wx1, wy2, wx2 = norm_boxes(np.asarray(window), tuple(image_shape[:2]))
@@ -296,11 +301,14 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
     scale = np.array([window_height, window_width, window_height, window_width])
     boxes = denorm_boxes(np.divide(boxes - shift, scale), tuple(original_image_shape[:2]))
 
-    keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0
+    keep = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0) & \
+        (np.arange(count) < rows)
     boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
 
     height, width = (int(v) for v in original_image_shape[:2])
-    full_masks = np.zeros((height, width, len(boxes)), dtype=bool)
-    for i in range(len(boxes)):
-        full_masks[:, :, i] = unmold_mask(masks[i], boxes[i], (height, width))
-    return boxes, class_ids, scores, full_masks
+    # one plane per instance, written only inside its box (unmold_mask's result
+    # without a full-size image per instance), seen as [height, width, N]
+    planes = np.zeros((len(boxes), height, width), dtype=bool)
+    for plane, mask, (y1, x1, y2, x2) in zip(planes, masks, boxes.astype(int)):
+        plane[y1:y2, x1:x2] = _resize(mask, (y2 - y1, x2 - x1)) >= MASK_THRESHOLD
+    return boxes, class_ids, scores, np.moveaxis(planes, 0, -1)

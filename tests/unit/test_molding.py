@@ -187,3 +187,19 @@ def test_unmold_detections_with_nothing_found():
         (40, 30, 3), (64, 64, 3), (12, 17, 52, 47))
     assert boxes.shape == (0, 4) and class_ids.shape == (0,) and scores.shape == (0,)
     assert full.shape == (40, 30, 0)
+
+
+def test_unmold_detections_when_a_trailing_detection_was_clipped_to_nothing():
+    """A last detection whose box was clipped to all zeros has no mask row (the graph
+    cuts mask rows after the last non-zero box): it is dropped, the others kept."""
+    detections = np.zeros((4, 6), np.float32)
+    detections[0] = [0.25, 0.25, 0.5, 0.75, 1, 0.9]
+    detections[1] = [0.0, 0.0, 0.0, 0.0, 2, 0.8]  # clipped away, still a detection row
+    masks = np.zeros((1, 28, 28, 3), np.float32)  # one mask row only
+    masks[0, :, :, 1] = 1.0
+    boxes, class_ids, scores, full = M.unmold_detections(
+        detections, masks, (64, 64, 3), (64, 64, 3), (0, 0, 64, 64))
+    # y: 0.25 * 63 = 15.75 -> 16, 0.5 * 63 + 1 = 32.5 -> 32 (half to even); x: 16, 48
+    assert class_ids.tolist() == [1] and boxes.tolist() == [[16, 16, 32, 48]]
+    assert full.shape == (64, 64, 1) and full[16:32, 16:48, 0].all()
+    assert full.sum() == 16 * 32
