@@ -10,14 +10,18 @@
 
 from keras import layers
 
+from maskrcnnlib.model.winograd import Conv2D
 
-def build_fpn(C2, C3, C4, C5, pyramid_size=256):
+
+def build_fpn(C2, C3, C4, C5, pyramid_size=256, winograd=False):
     """Build the pyramid on backbone features.
 
     C2..C5: KerasTensors [B, H/s, W/s, channels] at strides s = 4, 8, 16, 32
         (each exactly twice the size of the next).
     pyramid_size: channels of every pyramid level (matterport's
         TOP_DOWN_PYRAMID_SIZE, 256).
+    winograd: compute the large 3x3 convs by Winograd (CPU inference under XLA;
+        see model.winograd); the weights are the same.
 
     Returns [P2, P3, P4, P5, P6], each [B, H/s, W/s, pyramid_size] at strides
     4, 8, 16, 32, 64. P6 feeds only the RPN.
@@ -32,9 +36,13 @@ def build_fpn(C2, C3, C4, C5, pyramid_size=256):
     p2 = layers.Add(name="fpn_p2add")([
         layers.UpSampling2D(size=(2, 2), name="fpn_p3upsampled")(p3),
         layers.Conv2D(pyramid_size, (1, 1), name="fpn_c2p2")(C2)])
-    p2 = layers.Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p2")(p2)
-    p3 = layers.Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p3")(p3)
-    p4 = layers.Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p4")(p4)
-    p5 = layers.Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p5")(p5)
+    p2 = Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p2",
+                winograd=winograd)(p2)
+    p3 = Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p3",
+                winograd=winograd)(p3)
+    p4 = Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p4",
+                winograd=winograd)(p4)
+    p5 = Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p5",
+                winograd=winograd)(p5)
     p6 = layers.MaxPooling2D(pool_size=(1, 1), strides=2, name="fpn_p6")(p5)
     return [p2, p3, p4, p5, p6]

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from maskrcnnlib.model.anchors import anchors_for_config
-from maskrcnnlib.model.maskrcnn import build_inference_model
+from maskrcnnlib.model.maskrcnn import build_inference_model, split_inference_model
 from maskrcnnlib.molding import mold_input, unmold_detections
 from maskrcnnlib.weights import HEAD_LAYERS, load_weights_h5, save_weights_h5
 
@@ -19,19 +19,37 @@ class Detector:
     devices: with two or more (e.g. every visible GPU), each batch is split among
     them (tf.distribute.MirroredStrategy), a share of its images per device; every
     image's result is the one a single device gives.
+    compiled: run the dense part (backbone, FPN, RPN) compiled by XLA, with the large
+    3x3 convs of the FPN and RPN by Winograd (model.winograd). Results equal the
+    plain graph's up to float32 rounding. Each new molded shape is traced and
+    compiled anew (seconds), so None (default) compiles only where it pays: no GPU
+    visible (GPUs have cuDNN's own fast convolutions) and resize_mode "square"
+    (every image molds to one shape); docs/benchmarks.md has the gain on CPUs.
     """
 
-    def __init__(self, config, intermediate=False, devices=None):
+    def __init__(self, config, intermediate=False, devices=None, compiled=None):
         config.validate()
         self.config = config
         self.strategy = None
+        if compiled is None:
+            compiled = (config.resize_mode == "square"
+                        and not tf.config.list_logical_devices("GPU"))
+        self.compiled = bool(compiled)
+        build = lambda: build_inference_model(  # noqa: E731
+            config, intermediate=intermediate, winograd=self.compiled)
         if devices and len(devices) > 1:
             self.strategy = tf.distribute.MirroredStrategy(devices=list(devices))
             with self.strategy.scope():
-                self.model = build_inference_model(config, intermediate=intermediate)
+                self.model = build()
         else:
-            self.model = build_inference_model(config, intermediate=intermediate)
-        self._run = tf.function(self._forward, reduce_retracing=True)
+            self.model = build()
+        self._dense = self._heads = None
+        if self.compiled:
+            dense, self._heads, self._sources = split_inference_model(self.model)
+            self._dense = tf.function(lambda image: dense(image, training=False),
+                                      jit_compile=True)
+        # compiled: static shapes in every trace, which Winograd needs
+        self._run = tf.function(self._forward, reduce_retracing=not self.compiled)
 
     @property
     def replicas(self):
@@ -40,8 +58,18 @@ class Detector:
 
     def _forward(self, images, metas, anchors):
         if self.strategy is None:
-            return self.model([images, metas, anchors], training=False)
+            return self._infer([images, metas, anchors])
         return self._forward_replicas(images, metas, anchors)
+
+    def _infer(self, inputs):
+        """The model's outputs for [images, metas, anchors] (one device's share)."""
+        if not self.compiled:
+            return self.model(inputs, training=False)
+        images, metas, anchors = inputs
+        dense = list(self._dense(images))
+        parts = {"dense": dense,
+                 "heads": self._heads(dense + [metas, anchors], training=False)}
+        return [parts[part][i] for part, i in self._sources]
 
     def _forward_replicas(self, images, metas, anchors):
         """Images padded to a multiple of the replicas (by repeating the last), split
@@ -58,7 +86,7 @@ class Detector:
 
         values = self.strategy.experimental_distribute_values_from_function(part)
         outputs = self.strategy.run(
-            lambda x: self.model(x, training=False), args=(values,))
+            self._infer, args=(values,))
         joined = []
         for output in outputs:
             parts = list(self.strategy.experimental_local_results(output))

@@ -123,17 +123,17 @@ class ActiveClassIds(layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
-def _features(image, config, train_bn):
+def _features(image, config, train_bn, winograd=False):
     """Backbone, FPN and RPN: ([P2..P6], rpn_class_logits, rpn_probs, rpn_bbox)."""
     _, c2, c3, c4, c5 = build_resnet(image, config.backbone, train_bn, stage5=True)
-    pyramid = build_fpn(c2, c3, c4, c5, config.top_down_pyramid_size)
+    pyramid = build_fpn(c2, c3, c4, c5, config.top_down_pyramid_size, winograd=winograd)
     rpn = build_rpn_model(config.rpn_anchor_stride, config.anchors_per_location,
-                          config.top_down_pyramid_size)
+                          config.top_down_pyramid_size, winograd=winograd)
     rpn_class_logits, rpn_probs, rpn_bbox = apply_rpn(rpn, pyramid)
     return pyramid, rpn_class_logits, rpn_probs, rpn_bbox
 
 
-def build_inference_model(config, intermediate=False):
+def build_inference_model(config, intermediate=False, winograd=False):
     """The detection graph.
 
     Inputs: input_image [B, H, W, bands] molded; input_image_meta [B, meta];
@@ -144,11 +144,14 @@ def build_inference_model(config, intermediate=False):
     With ``intermediate``, also rpn_rois [B, proposals, 4], mrcnn_class [B, r, C]
     and mrcnn_bbox [B, r, C, 4] for the first r (non-padding) proposals,
     rpn_class_logits, rpn_bbox and P2..P6, for parity checks.
+    winograd: the FPN's and RPN's large 3x3 convs by Winograd (for CPUs, with the
+    dense part compiled by XLA: see split_inference_model); same weights and names.
     """
     image = keras.Input((None, None, config.bands), name="input_image")
     image_meta = keras.Input((config.image_meta_size,), name="input_image_meta")
     anchors = keras.Input((None, 4), name="input_anchors")
-    pyramid, rpn_class_logits, rpn_probs, rpn_bbox = _features(image, config, False)
+    pyramid, rpn_class_logits, rpn_probs, rpn_bbox = _features(image, config, False,
+                                                                winograd)
     rpn_rois = ProposalLayer(config.post_nms_rois_inference, config.rpn_nms_threshold,
                              config.pre_nms_limit, config.rpn_bbox_std_dev,
                              name="ROI")([rpn_probs, rpn_bbox, anchors])
@@ -170,6 +173,40 @@ def build_inference_model(config, intermediate=False):
     if intermediate:
         outputs += [rpn_rois, mrcnn_class, mrcnn_bbox, rpn_class_logits, rpn_bbox] + pyramid
     return keras.Model([image, image_meta, anchors], outputs, name="mask_rcnn")
+
+
+# Outputs of the dense part of the inference graph (convolutions only, compilable by
+# XLA): the pyramid and the RPN's outputs, by the names of the layers that make them.
+DENSE_OUTPUTS = ("fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6",
+                 "rpn_class_logits", "rpn_class", "rpn_bbox")
+
+
+def split_inference_model(model):
+    """The inference model as two models sharing its layers, and how to join them.
+
+    dense: input_image -> [P2..P6, (rpn_class_logits,) rpn_class, rpn_bbox], the
+        backbone, FPN and RPN (rpn_class_logits only when the model outputs it):
+        every op has an XLA kernel, so it can be compiled with jit_compile.
+    heads: those tensors + image meta + anchors -> the model's other outputs
+        (proposals, ROI align, heads, detection: ops without XLA kernels).
+    sources: per output of the model, ("dense", i) or ("heads", i): where it is.
+    """
+    image, image_meta, anchors = model.inputs
+    present = {layer.name for layer in model.layers}
+    dense_outputs = [model.get_layer(name).output for name in DENSE_OUTPUTS
+                     if name in present]
+    dense = keras.Model(image, dense_outputs, name="mask_rcnn_dense")
+    positions = {id(t): i for i, t in enumerate(dense_outputs)}
+    sources, head_outputs = [], []
+    for tensor in model.outputs:
+        if id(tensor) in positions:  # an intermediate output of the dense part
+            sources.append(("dense", positions[id(tensor)]))
+        else:
+            sources.append(("heads", len(head_outputs)))
+            head_outputs.append(tensor)
+    heads = keras.Model(dense_outputs + [image_meta, anchors], head_outputs,
+                        name="mask_rcnn_heads")
+    return dense, heads, sources
 
 
 def build_training_graph(config, seed=None):

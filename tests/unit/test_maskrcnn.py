@@ -65,6 +65,36 @@ def test_detector_returns_instances_in_original_pixels():
     np.testing.assert_array_equal(result[0]["rois"], result[1]["rois"])
 
 
+def test_compiled_detector_equals_the_plain_graph(monkeypatch):
+    """The CPU path (dense part under XLA, Winograd 3x3 convs) gives the plain graph's
+    outputs, every intermediate one in the model's order, up to float32 rounding."""
+    from maskrcnnlib.model import winograd
+
+    used = []
+    original = winograd.winograd_conv3x3
+    monkeypatch.setattr(winograd, "winograd_conv3x3",
+                        lambda x, k: used.append(tuple(x.shape[1:3])) or original(x, k))
+    config = tiny_config(image_min_dim=256, image_max_dim=256, detection_min_confidence=0.5)
+    plain = Detector(config, intermediate=True, compiled=False)
+    compiled = Detector(config, intermediate=True, compiled=True)
+    compiled.model.set_weights(plain.model.get_weights())
+    image = np.random.default_rng(2).integers(0, 255, (256, 256, 3)).astype("uint8")
+    expected, _, _ = plain.raw([image])
+    ours, _, _ = compiled.raw([image])
+    assert not plain.compiled and compiled.compiled
+    assert (64, 64) in used and (32, 32) not in used  # P2 by Winograd, P4 direct
+    assert [o.shape for o in ours] == [o.shape for o in expected]
+    # P2..P6, rpn_class_logits, rpn_bbox: the dense part's outputs
+    for got, want in zip(ours[5:], expected[5:]):
+        np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, np.abs(want).max()))
+    np.testing.assert_allclose(ours[0][..., 5], expected[0][..., 5], atol=1e-4)  # scores
+    results = [d.detect([image])[0] for d in (plain, compiled)]
+    np.testing.assert_array_equal(results[0]["class_ids"], results[1]["class_ids"])
+    assert np.abs(results[0]["rois"] - results[1]["rois"]).max() <= 1
+    assert len(results[1]["class_ids"]) > 0
+    assert np.mean(results[0]["masks"] != results[1]["masks"]) < 1e-3
+
+
 def test_any_band_count():
     detector = Detector(tiny_config(bands=4))
     image = np.random.default_rng(1).integers(0, 255, (64, 64, 4)).astype("uint8")

@@ -1,0 +1,156 @@
+"""3x3 convolutions by Winograd's minimal filtering, F(4x4, 3x3), for CPU inference.
+
+A "same"-padded, stride-1 3x3 convolution computed on 6x6 input tiles (stride 4) as
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A
+
+summed over input channels: 36 matrix products [tiles, C] x [C, K] instead of the
+direct convolution's 9 multiplications per output pixel and channel pair for 16/36
+of them per 4x4 output block, i.e. 2.25 times fewer on the multiplications that
+dominate. The transforms are sums of input slices with small constant weights; they
+are cheap only where XLA fuses them (the detector compiles the backbone, FPN and RPN
+with jit_compile on CPUs). Results equal the direct convolution up to float32
+rounding (relative error about 1e-5: the tests check it against numpy).
+
+The matrices come from the Cook-Toom construction on the points 0, 1, -1, 2, -2 and
+infinity (Lavin & Gray 2016, "Fast algorithms for convolutional neural networks"),
+computed exactly with fractions.
+
+Written with keras.ops only. Shapes: channels last.
+"""
+from fractions import Fraction
+
+import numpy as np
+from keras import layers, ops, saving
+
+OUTPUT_TILE = 4  # m: output tile side
+KERNEL = 3  # r: filter side
+INPUT_TILE = OUTPUT_TILE + KERNEL - 1  # a = m + r - 1 = 6
+POINTS = (0, 1, -1, 2, -2)  # plus infinity
+# Below this many output pixels per image the kernel transform (36/9 of the kernel's
+# size, redone each call) outweighs the saving: direct convolution there.
+MIN_PIXELS = 48 * 48
+
+
+def _poly_times(p, q):
+    out = [Fraction(0)] * (len(p) + len(q) - 1)
+    for i, x in enumerate(p):
+        for j, y in enumerate(q):
+            out[i + j] += x * y
+    return out
+
+
+def cook_toom(m=OUTPUT_TILE, r=KERNEL, points=POINTS):
+    """Exact Winograd matrices of F(m, r) as float64 arrays.
+
+    Returns (AT [m, a], G [a, r], BT [a, a]), a = m + r - 1, such that for any
+    d [a] and g [r]: AT @ ((G @ g) * (BT @ d)) == [d[i:i + r] @ g for i in range(m)].
+    points: the a - 1 finite interpolation points (infinity is the last one).
+    """
+    a = m + r - 1
+    p = [Fraction(x) for x in points[:a - 1]]
+    if len(p) != a - 1 or len(set(p)) != len(p):
+        raise ValueError("F({}, {}) needs {} distinct finite points".format(m, r, a - 1))
+    at = [[p[i] ** j for i in range(a - 1)] + [Fraction(int(j == m - 1))]
+          for j in range(m)]
+    g = []
+    for i in range(a - 1):
+        denominator = Fraction(1)
+        for k in range(a - 1):
+            if k != i:
+                denominator *= p[i] - p[k]
+        g.append([p[i] ** j / denominator for j in range(r)])
+    g.append([Fraction(int(j == r - 1)) for j in range(r)])
+    bt = []
+    for i in range(a):
+        poly = [Fraction(1)]
+        for k in range(a - 1):
+            if k != i:
+                poly = _poly_times(poly, [-p[k], Fraction(1)])
+        bt.append(poly + [Fraction(0)] * (a - len(poly)))
+    as_array = lambda rows: np.array([[float(x) for x in row] for row in rows])  # noqa: E731
+    return as_array(at), as_array(g), as_array(bt)
+
+
+AT, G, BT = cook_toom()
+
+
+def _weighted_sum(terms, weights):
+    """sum(w * t) over the nonzero weights, without multiplying by +-1."""
+    total = None
+    for weight, term in zip(weights, terms):
+        if weight == 0:
+            continue
+        term = term if weight == 1 else -term if weight == -1 else term * float(weight)
+        total = term if total is None else total + term
+    return total
+
+
+def transform_kernel(kernel):
+    """kernel [3, 3, C, K] -> U [36, C, K], U[a * u + v] = (G g G^T)[u, v]."""
+    depth, filters = kernel.shape[2], kernel.shape[3]
+    kron = ops.convert_to_tensor(np.kron(G, G).astype("float32"))  # [36, 9]
+    flat = ops.reshape(kernel, (KERNEL * KERNEL, depth * filters))
+    return ops.reshape(ops.matmul(kron, flat), (INPUT_TILE * INPUT_TILE, depth, filters))
+
+
+def winograd_conv3x3(inputs, kernel):
+    """'same' 3x3 convolution, stride 1, no bias, by F(4x4, 3x3).
+
+    inputs: [B, H, W, C] with static H and W. kernel: [3, 3, C, K].
+    Returns [B, H, W, K], equal to the direct convolution up to rounding.
+    """
+    m, a = OUTPUT_TILE, INPUT_TILE
+    height, width = int(inputs.shape[1]), int(inputs.shape[2])
+    depth, filters = kernel.shape[2], kernel.shape[3]
+    rows, cols = -(-height // m), -(-width // m)
+    # one pixel of zeros before (the 'same' padding), enough after for whole tiles
+    padded = ops.pad(inputs, ((0, 0), (1, rows * m + 1 - height),
+                              (1, cols * m + 1 - width), (0, 0)))
+    # tile element (i, j) of every tile: [B, rows, cols, C]
+    d = [[padded[:, i:i + rows * m:m, j:j + cols * m:m, :] for j in range(a)]
+         for i in range(a)]
+    bt_d = [[_weighted_sum([d[i][j] for i in range(a)], BT[u]) for j in range(a)]
+            for u in range(a)]
+    v = ops.stack([_weighted_sum(bt_d[u], BT[w]) for u in range(a) for w in range(a)])
+    v = ops.reshape(v, (a * a, -1, depth))  # [36, B * rows * cols, C]
+    product = ops.matmul(v, transform_kernel(kernel))  # [36, tiles, K]
+    product = ops.reshape(product, (a, a, -1, rows, cols, filters))
+    at_p = [[_weighted_sum([product[i, j] for i in range(a)], AT[p]) for j in range(a)]
+            for p in range(m)]
+    out = [ops.stack([_weighted_sum(at_p[p], AT[q]) for q in range(m)], axis=3)
+           for p in range(m)]  # each [B, rows, cols, m(q), K]
+    out = ops.stack(out, axis=2)  # [B, rows, m(p), cols, m(q), K]
+    out = ops.reshape(out, (-1, rows * m, cols * m, filters))
+    return out[:, :height, :width, :]
+
+
+@saving.register_keras_serializable(package="maskrcnnlib")
+class Conv2D(layers.Conv2D):
+    """keras Conv2D that may compute its 3x3 'same' stride-1 convolution by Winograd.
+
+    winograd=True (inference on CPUs, under XLA) uses winograd_conv3x3 where it pays:
+    3x3 kernel, stride 1, no dilation, 'same' padding and at least MIN_PIXELS output
+    pixels of static size; elsewhere, and with winograd=False, the layer is keras's
+    Conv2D. Variables, names and saved weights are exactly keras Conv2D's.
+    """
+
+    def __init__(self, *args, winograd=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.winograd = bool(winograd)
+
+    def _winograd_applies(self, inputs):
+        height, width = inputs.shape[1], inputs.shape[2]
+        return (self.winograd and self.data_format == "channels_last"
+                and tuple(self.kernel_size) == (3, 3) and tuple(self.strides) == (1, 1)
+                and tuple(self.dilation_rate) == (1, 1) and self.padding == "same"
+                and self.groups == 1 and height is not None and width is not None
+                and height * width >= MIN_PIXELS)
+
+    def convolution_op(self, inputs, kernel):
+        if self._winograd_applies(inputs):
+            return winograd_conv3x3(inputs, kernel)
+        return super().convolution_op(inputs, kernel)
+
+    def get_config(self):
+        return {**super().get_config(), "winograd": self.winograd}
