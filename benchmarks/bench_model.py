@@ -26,7 +26,8 @@ Prints a table and ends with `train_step ours/torchvision R`,
 
     python3 benchmarks/bench_model.py [--runs 5] [--threads 2] [--size 512]
         [--matterport-path /tmp/mrcnn-tf2 [--matterport-python /tmp/mpvenv/bin/python]]
-        [--torch-venv DIR] [--skip-train] [--profile]
+        [--torch-venv DIR] [--torch-resize native|default] [--ours-plain]
+        [--skip-train] [--profile]
 """
 import argparse
 import json
@@ -264,13 +265,16 @@ def start_engines(logdir, weights, torch_python):
 
     try:
         start("ours", ARGS.python, "worker_ours.py", [ARGS.size, weights])
+        if ARGS.ours_plain:
+            start("ours-plain", ARGS.python, "worker_ours.py", [ARGS.size, weights, "plain"])
         if ARGS.matterport_path:
             start("matterport", ARGS.matterport_python, "worker_matterport.py",
                   [ARGS.size, weights, os.path.abspath(ARGS.matterport_path)])
         target = {"match": infos["ours"]["detections"], "native": -1}.get(
             ARGS.torch_detections)
         target = int(ARGS.torch_detections) if target is None else target
-        start("torchvision", torch_python, "worker_torch.py", [ARGS.size, target])
+        start("torchvision", torch_python, "worker_torch.py",
+              [ARGS.size, target] + (["default"] if ARGS.torch_resize == "default" else []))
     except BaseException:
         for worker in workers:
             worker.close()
@@ -279,8 +283,10 @@ def start_engines(logdir, weights, torch_python):
 
 
 def engine_remark(name, info):
-    if name == "ours":
-        return " ({} weight layers loaded)".format(info["weights_loaded"])
+    if name.startswith("ours"):
+        return " ({} weight layers loaded; {})".format(
+            info["weights_loaded"], "dense part under XLA, Winograd 3x3 convs"
+            if info.get("compiled") else "plain graph")
     if name == "matterport":
         return " ({} weights checked equal to the file's)".format(info["weights_checked"])
     return " ({} with its random init as is; background bias shift {:+.3f})".format(
@@ -297,8 +303,9 @@ def measure(workers):
         found["profile"] = ours.request("profile", n=ARGS.runs)
     if ARGS.skip_train:
         return found
-    if len(workers) == 3:
-        workers[1].close()  # matterport's memory back before the training models
+    for worker in workers:
+        if worker not in (ours, tv):
+            worker.close()  # their memory back before the training models
     found["setups"] = {}
     for worker in (ours, tv):
         setup = found["setups"][worker.name] = worker.request("train_setup")
@@ -332,6 +339,9 @@ def report(infos, found):
     if "matterport" in infos:
         print("ours vs matterport detections: " + compare_detections(
             infos["ours"]["result"], infos["matterport"]["result"]))
+    if "ours-plain" in infos:
+        print("ours vs ours-plain detections: " + compare_detections(
+            infos["ours"]["result"], infos["ours-plain"]["result"]))
     if found["profile"]:
         print_profile(found["profile"])
     if found["train"]:
@@ -382,6 +392,9 @@ def main():
     if "matterport" in found["infer"]:
         print("inference ours/matterport {:.3f}".format(
             ratio(found["infer"], "ours", "matterport")))
+    if "ours-plain" in found["infer"]:
+        print("inference ours/ours-plain {:.3f}".format(
+            ratio(found["infer"], "ours", "ours-plain")))
     print("inference ours/torchvision {:.3f}".format(
         ratio(found["infer"], "ours", "torchvision")))
 
@@ -405,6 +418,12 @@ def parse_args():
     ap.add_argument("--torch-detections", default="match",
                     help="'match' (shift torchvision's background bias to find as many "
                          "detections as ours), 'native' (its random init as is), or a count")
+    ap.add_argument("--torch-resize", choices=("native", "default"), default="native",
+                    help="'native' (min_size = max_size = --size: torchvision works at the "
+                         "image's size, as ours) or 'default' (its own resizing of the "
+                         "shorter side to 800 px)")
+    ap.add_argument("--ours-plain", action="store_true",
+                    help="also time our plain graph (no XLA, no Winograd) as 'ours-plain'")
     ap.add_argument("--python", default=default_ours_python(),
                     help="python of our environment (default: $MASKRCNN_VENV or "
                          "~/.local/share/i.ann.maskrcnn/venv, as tools/setup.sh makes it)")

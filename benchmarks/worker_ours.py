@@ -1,6 +1,8 @@
 """bench_model.py's worker for OUR engine (maskrcnnlib, Keras 3 on TensorFlow).
 
-Run by the driver in our environment: python worker_ours.py THREADS SIZE WEIGHTS_H5.
+Run by the driver in our environment: python worker_ours.py THREADS SIZE WEIGHTS_H5
+[plain]. With "plain", the detector runs the plain graph (Detector(compiled=False):
+no XLA, no Winograd) instead of the CPU default.
 Writes WEIGHTS_H5 (parity_weights, seed 20181, from our model's own layout) if it
 does not exist yet, so that matterport's worker can load the very same file.
 """
@@ -12,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bench_common as common  # noqa: E402
 
 THREADS, SIZE, WEIGHTS = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+PLAIN = sys.argv[4:] == ["plain"]
 common.limit_threads(THREADS)
 sys.path.insert(0, common.REPO)
 sys.path.insert(0, common.FIXTURES)
@@ -27,6 +30,7 @@ import parity_weights  # noqa: E402
 
 from maskrcnnlib.config import Config  # noqa: E402
 from maskrcnnlib.model.inference import Detector  # noqa: E402
+from maskrcnnlib.model.maskrcnn import DENSE_OUTPUTS  # noqa: E402
 from maskrcnnlib.molding import unmold_detections  # noqa: E402
 from maskrcnnlib.weights import layer_weights  # noqa: E402
 
@@ -49,7 +53,7 @@ def model_layout(model):
 
 def load():
     start = time.perf_counter()
-    detector = Detector(inference_config())
+    detector = Detector(inference_config(), compiled=False if PLAIN else None)
     if not os.path.exists(WEIGHTS):
         layout = model_layout(detector.model)
         arrays = parity_weights.generate_arrays(layout, common.WEIGHT_SEED)
@@ -64,6 +68,7 @@ def load():
     warmup = common.timed(lambda: detector.detect([image]), 2)
     result = detector.detect([image])[0]
     return {"load_s": load_s, "warmup_s": warmup, "weights_loaded": len(report.loaded),
+            "compiled": detector.compiled,
             "detections": len(result["class_ids"]),
             "result": common.detections_summary(result["rois"], result["class_ids"],
                                                 result["scores"]),
@@ -147,13 +152,41 @@ PREFIXES = [
 ]
 
 
-def _prefix_runner(model, names):
-    outputs = [model.get_layer(name).output for name in names]
-    prefix = keras.Model(model.inputs, outputs)
+def _prefix_runner(detector, names):
+    """A compiled function (images, metas, anchors) -> the outputs of layers `names`.
 
-    @tf.function(reduce_retracing=True)
+    For a compiled detector (the CPU default) the prefix runs as detect does: the
+    dense part (backbone, FPN, RPN) under XLA, the rest of the prefix as a graph.
+    """
+    model = detector.model
+    outputs = [model.get_layer(name).output for name in names]
+    if not detector.compiled:
+        prefix = keras.Model(model.inputs, outputs)
+
+        @tf.function(reduce_retracing=True)
+        def run(images, metas, anchors):
+            return prefix([images, metas, anchors], training=False)
+
+        return run
+    image, image_meta, anchors_input = model.inputs
+    present = {layer.name for layer in model.layers}
+    dense_names = [n for n in DENSE_OUTPUTS if n in present]
+    dense_tensors = [model.get_layer(n).output for n in dense_names]
+    dense = tf.function(keras.Model(image, dense_tensors), jit_compile=True)
+    if set(names) <= set(dense_names):
+        wanted = [dense_names.index(n) for n in names]
+
+        @tf.function
+        def run_dense(images, metas, anchors):
+            values = dense(images)
+            return [values[i] for i in wanted]
+
+        return run_dense
+    rest = keras.Model(dense_tensors + [image_meta, anchors_input], outputs)
+
+    @tf.function
     def run(images, metas, anchors):
-        return prefix([images, metas, anchors], training=False)
+        return rest(list(dense(images)) + [metas, anchors], training=False)
 
     return run
 
@@ -168,7 +201,7 @@ def profile(n=5):
     detector, image = STATE["detector"], STATE["image"]
     molded, metas, windows, anchors = detector.mold([image])
     inputs = (tf.constant(molded), tf.constant(metas), tf.constant(anchors))
-    runners = [(stage, _prefix_runner(detector.model, names)) for stage, names in PREFIXES]
+    runners = [(stage, _prefix_runner(detector, names)) for stage, names in PREFIXES]
     samples = {stage: [] for stage, _ in PREFIXES}
     for _ in range(2):  # trace and warm every prefix
         for _, run in runners:

@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bench_common as common  # noqa: E402
 
 THREADS, SIZE, TARGET = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+RESIZE = sys.argv[4:] == ["default"]  # torchvision's own resizing (to 800 px) kept
 common.limit_threads(THREADS)
 
 import numpy as np  # noqa: E402
@@ -50,7 +51,8 @@ def build(**kwargs):
     torch.manual_seed(common.WEIGHT_SEED)
     return maskrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=common.NUM_CLASSES,
-        min_size=SIZE, max_size=SIZE,  # native size: its default resizes to 800 px
+        # native size; its default (RESIZE) scales the shorter side to 800 px
+        **({} if RESIZE else {"min_size": SIZE, "max_size": SIZE}),
         box_detections_per_img=common.MAX_DETECTIONS,
         box_score_thresh=common.SCORE_THRESHOLD, **kwargs)
 
