@@ -126,8 +126,15 @@ class Detector:
     def raw(self, images):
         """The network's outputs (numpy) for a list of images, plus the molding."""
         molded, metas, windows, anchors = self.mold(images)
-        outputs = self._run(tf.constant(molded), tf.constant(metas), tf.constant(anchors))
-        return [np.asarray(o) for o in outputs], molded, windows
+        count = len(images)
+        inputs = (molded, metas, anchors)
+        if self.compiled and count < self.config.batch_size:
+            # a short last batch would be a new shape, traced and compiled anew:
+            # fill it up with copies of its last image, whose results are cut off
+            index = np.minimum(np.arange(self.config.batch_size), count - 1)
+            inputs = tuple(x[index] for x in inputs)
+        outputs = self._run(*(tf.constant(x) for x in inputs))
+        return [np.asarray(o)[:count] for o in outputs], molded, windows
 
     def detect(self, images):
         """Per image a dict: rois [N, 4], class_ids [N], scores [N], masks [H, W, N]."""
