@@ -44,6 +44,7 @@ class Detector:
         else:
             self.model = build()
         self._dense = self._heads = None
+        self._largest_batch = 0
         if self.compiled:
             dense, self._heads, self._sources = split_inference_model(self.model)
             self._dense = tf.function(lambda image: dense(image, training=False),
@@ -128,10 +129,12 @@ class Detector:
         molded, metas, windows, anchors = self.mold(images)
         count = len(images)
         inputs = (molded, metas, anchors)
-        if self.compiled and count < self.config.batch_size:
-            # a short last batch would be a new shape, traced and compiled anew:
-            # fill it up with copies of its last image, whose results are cut off
-            index = np.minimum(np.arange(self.config.batch_size), count - 1)
+        if self.compiled:
+            # a short last batch would be a new shape, traced and compiled anew: fill
+            # it up to the largest batch so far with copies of its last image, whose
+            # results are cut off
+            self._largest_batch = max(self._largest_batch, count)
+            index = np.minimum(np.arange(self._largest_batch), count - 1)
             inputs = tuple(x[index] for x in inputs)
         outputs = self._run(*(tf.constant(x) for x in inputs))
         return [np.asarray(o)[:count] for o in outputs], molded, windows

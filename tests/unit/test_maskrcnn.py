@@ -96,9 +96,9 @@ def test_compiled_detector_equals_the_plain_graph(monkeypatch):
 
 
 def test_a_short_last_batch_is_not_compiled_anew():
-    """A compiled detector fills a batch shorter than the config's batch size with
-    copies (the shape stays the one compiled); the copies' results are cut off."""
-    detector = Detector(tiny_config(images_per_gpu=3), compiled=True)
+    """A compiled detector fills a batch shorter than its largest so far with copies
+    (the shape stays the one compiled); the copies' results are cut off."""
+    detector = Detector(tiny_config(), compiled=True)
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 255, (64, 64, 3)).astype("uint8") for _ in range(3)]
     full = detector.detect(images)
