@@ -30,7 +30,7 @@ import parity_weights  # noqa: E402
 
 from maskrcnnlib.config import Config  # noqa: E402
 from maskrcnnlib.model.inference import Detector  # noqa: E402
-from maskrcnnlib.model.maskrcnn import DENSE_OUTPUTS  # noqa: E402
+from maskrcnnlib.model.maskrcnn import dense_output_names  # noqa: E402
 from maskrcnnlib.molding import unmold_detections  # noqa: E402
 from maskrcnnlib.weights import layer_weights  # noqa: E402
 
@@ -169,8 +169,7 @@ def _prefix_runner(detector, names):
 
         return run
     image, image_meta, anchors_input = model.inputs
-    present = {layer.name for layer in model.layers}
-    dense_names = [n for n in DENSE_OUTPUTS if n in present]
+    dense_names = dense_output_names(model)
     dense_tensors = [model.get_layer(n).output for n in dense_names]
     dense = tf.function(keras.Model(image, dense_tensors), jit_compile=True)
     if set(names) <= set(dense_names):

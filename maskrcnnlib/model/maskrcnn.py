@@ -181,6 +181,13 @@ DENSE_OUTPUTS = ("fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6",
                  "rpn_class_logits", "rpn_class", "rpn_bbox")
 
 
+def dense_output_names(model):
+    """The DENSE_OUTPUTS layers that the inference model has, in that order
+    (rpn_class_logits only where the model outputs it)."""
+    present = {layer.name for layer in model.layers}
+    return [name for name in DENSE_OUTPUTS if name in present]
+
+
 def split_inference_model(model):
     """The inference model as two models sharing its layers, and how to join them.
 
@@ -192,9 +199,7 @@ def split_inference_model(model):
     sources: per output of the model, ("dense", i) or ("heads", i): where it is.
     """
     image, image_meta, anchors = model.inputs
-    present = {layer.name for layer in model.layers}
-    dense_outputs = [model.get_layer(name).output for name in DENSE_OUTPUTS
-                     if name in present]
+    dense_outputs = [model.get_layer(name).output for name in dense_output_names(model)]
     dense = keras.Model(image, dense_outputs, name="mask_rcnn_dense")
     positions = {id(t): i for i, t in enumerate(dense_outputs)}
     sources, head_outputs = [], []
