@@ -2,8 +2,8 @@
 """Mask R-CNN inference and training-step time: ours against torchvision (and matterport).
 
 ResNet-50-FPN, CPU, one SIZE x SIZE image (batch 1) for inference, a batch of 2 for
-the training step; 3 classes (background + 2), at most 100 detections, score
-threshold 0.7, the same thread count for every engine.
+the training step; 3 classes (background + 2), at most 100 detections (fewer for
+equal work, see below), score threshold 0.7, the same thread count for every engine.
 
 Each engine runs in its own persistent worker process, in its own Python
 environment: ours (maskrcnnlib, Keras 3) in ours, torchvision's
@@ -17,8 +17,12 @@ median and the minimum.
 Ours and matterport load the SAME weights: parity_weights (seed 20181) generated
 from our model's layout, the layout of matterport's .h5 files; so they do the
 same work and find the same detections. torchvision keeps its own random
-initialisation; by default the background logit's bias is shifted so that it
-finds as many detections as ours (--torch-detections).
+initialisation; by default (--torch-detections match) the background logit's bias
+is shifted so that it finds as many detections as ours, and where its random heads
+cannot reach ours' count, every engine is capped at the smaller count, so that all
+run their mask heads and paste their masks for as many detections (equal work).
+An explicit count (e.g. --torch-detections 68) shifts the bias toward it and keeps
+the cap of 100 for every engine, whatever each then finds.
 
 Prints a table and ends with `train_step ours/torchvision R`,
 `inference ours/matterport R` (with --matterport-path) and, last,
@@ -48,6 +52,9 @@ DEFAULT_TORCH_VENV = os.path.join(os.path.expanduser("~"), ".cache", "i.ann.mask
 # wheel is lighter, but no torchvision build for it loads its C++ ops (nms,
 # roi_align) without torch's CUDA libraries.
 TORCH_PACKAGES = "torch==2.14.1 torchvision==0.29.1"
+
+sys.path.insert(0, HERE)
+from _bench_common import MAX_DETECTIONS  # noqa: E402  (standard library only)
 
 
 # ------------------------------------------------------------------ workers
@@ -250,36 +257,67 @@ def print_table(title, rows, unit):
 
 
 def start_engines(logdir, weights, torch_python):
-    """Start and load every engine's worker: ([workers], {name: load answer})."""
+    """Start and load every engine's worker: ([workers], {name: load answer}, cap).
+
+    With --torch-detections match, torchvision's background bias is shifted toward
+    ours' detection count; where the two counts still differ (its random heads may
+    not reach ours'), every engine is capped at the smaller count, so that all run
+    their mask heads on as many detections (equal work). cap: the detection cap
+    every engine ran with.
+    """
     workers, infos = [], {}
 
-    def start(name, python, script, args):
+    def start(name, python, script, args, cap):
         worker = Worker(name, python, script, args, ARGS.threads, logdir)
         workers.append(worker)
-        infos[name] = worker.request("load")
+        infos[name] = worker.request("load", cap=cap)
         info = infos[name]
         print("{}: loaded in {:.1f}s, warm-up {}, {} detections{}".format(
             name, info["load_s"], ["%.2f" % t for t in info["warmup_s"]],
             info["detections"], engine_remark(name, info)), flush=True)
         return worker
 
+    cap = MAX_DETECTIONS
     try:
-        start("ours", ARGS.python, "worker_ours.py", [ARGS.size, weights])
-        if ARGS.ours_plain:
-            start("ours-plain", ARGS.python, "worker_ours.py", [ARGS.size, weights, "plain"])
-        if ARGS.matterport_path:
-            start("matterport", ARGS.matterport_python, "worker_matterport.py",
-                  [ARGS.size, weights, os.path.abspath(ARGS.matterport_path)])
+        ours = start("ours", ARGS.python, "worker_ours.py", [ARGS.size, weights], cap)
         target = {"match": infos["ours"]["detections"], "native": -1}.get(
             ARGS.torch_detections)
         target = int(ARGS.torch_detections) if target is None else target
-        start("torchvision", torch_python, "worker_torch.py",
-              [ARGS.size, target] + (["default"] if ARGS.torch_resize == "default" else []))
+        tv = start("torchvision", torch_python, "worker_torch.py",
+                   [ARGS.size, target] + (["default"] if ARGS.torch_resize == "default"
+                                          else []), cap)
+        found = (infos["ours"]["detections"], infos["torchvision"]["detections"])
+        if ARGS.torch_detections == "match" and found[0] != found[1]:
+            cap = min(found)
+            print("equal work: ours finds {}, torchvision {} at the cap of {}: every engine "
+                  "is capped at {} detections".format(found[0], found[1], MAX_DETECTIONS,
+                                                      cap), flush=True)
+            infos["ours"]["uncapped_detections"] = found[0]
+            infos["torchvision"]["uncapped_detections"] = found[1]
+            if found[0] > cap:
+                workers.remove(ours)
+                ours.close()
+                uncapped = infos.pop("ours")
+                ours = start("ours", ARGS.python, "worker_ours.py", [ARGS.size, weights], cap)
+                infos["ours"]["uncapped_detections"] = uncapped["uncapped_detections"]
+            if found[1] > cap:
+                capped = tv.request("cap", cap=cap)
+                infos["torchvision"].update(capped)
+                print("torchvision: capped at {}, {} detections".format(
+                    cap, capped["detections"]), flush=True)
+        if ARGS.ours_plain:
+            start("ours-plain", ARGS.python, "worker_ours.py", [ARGS.size, weights, "plain"],
+                  cap)
+        if ARGS.matterport_path:
+            start("matterport", ARGS.matterport_python, "worker_matterport.py",
+                  [ARGS.size, weights, os.path.abspath(ARGS.matterport_path)], cap)
+        # ours first and torchvision last, as measure() expects
+        workers.sort(key=lambda w: (w is tv, w is not ours))
     except BaseException:
         for worker in workers:
             worker.close()
         raise
-    return workers, infos
+    return workers, infos, cap
 
 
 def engine_remark(name, info):
@@ -319,7 +357,7 @@ def measure(workers):
     return found
 
 
-def report(infos, found):
+def report(infos, found, cap):
     """Tables, profiles and the comparison of ours with matterport's detections."""
     print("\nversions: " + "; ".join("{}: {}".format(name, ", ".join(
         "{} {}".format(k, v) for k, v in info["versions"].items()))
@@ -331,11 +369,14 @@ def report(infos, found):
         if name == "torchvision" and info["target_detections"] >= 0:
             note += " (bias shifted toward {}; {} as initialised)".format(
                 info["target_detections"], info["native_detections"])
+        if "uncapped_detections" in info:
+            note += " ({} at the cap of {})".format(info["uncapped_detections"],
+                                                   MAX_DETECTIONS)
         rows.append((name, info["load_s"], "/".join("%.2f" % t for t in info["warmup_s"]),
                      statistics.median(times), min(times), 1.0 / statistics.median(times),
                      len(times), note))
-    print_table("inference, {0}x{0} image, batch 1, {1} thread(s), CPU".format(
-        ARGS.size, ARGS.threads), rows, "img/s")
+    print_table("inference, {0}x{0} image, batch 1, {1} thread(s), CPU, at most {2} "
+                "detections".format(ARGS.size, ARGS.threads, cap), rows, "img/s")
     if "matterport" in infos:
         print("ours vs matterport detections: " + compare_detections(
             infos["ours"]["result"], infos["matterport"]["result"]))
@@ -366,7 +407,7 @@ def main():
                               load_average(), logdir), flush=True)
     torch_python = ensure_torch_venv(ARGS.torch_venv, ARGS.torch_packages)
     try:
-        workers, infos = start_engines(logdir, weights, torch_python)
+        workers, infos, cap = start_engines(logdir, weights, torch_python)
         try:
             found = measure(workers)
         finally:
@@ -375,7 +416,7 @@ def main():
     finally:
         if os.path.exists(weights):
             os.remove(weights)  # ~180 MB; the logs stay
-    report(infos, found)
+    report(infos, found, cap)
 
     elapsed = time.time() - start
     busy_end = busy_cpu_seconds()
@@ -417,7 +458,9 @@ def parse_args():
                     help="what pip installs into a new torch venv (%(default)s)")
     ap.add_argument("--torch-detections", default="match",
                     help="'match' (shift torchvision's background bias to find as many "
-                         "detections as ours), 'native' (its random init as is), or a count")
+                         "detections as ours, and cap every engine at the smaller count "
+                         "where they still differ), 'native' (its random init as is), or "
+                         "a count (bias shifted toward it, no common cap)")
     ap.add_argument("--torch-resize", choices=("native", "default"), default="native",
                     help="'native' (min_size = max_size = --size: torchvision works at the "
                          "image's size, as ours) or 'default' (its own resizing of the "

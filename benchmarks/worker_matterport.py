@@ -27,7 +27,7 @@ import parity_weights  # noqa: E402
 STATE = {}
 
 
-def load():
+def load(cap=common.MAX_DETECTIONS):
     start = time.perf_counter()
     tf_keras = fixtures.install_keras_alias()
     import tensorflow as tf
@@ -44,7 +44,7 @@ def load():
     settings = dict(fixtures.ADDON_DETECT_CONFIG, IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE,
                     NUM_CLASSES=common.NUM_CLASSES,
                     DETECTION_MIN_CONFIDENCE=common.SCORE_THRESHOLD,
-                    DETECTION_MAX_INSTANCES=common.MAX_DETECTIONS)
+                    DETECTION_MAX_INSTANCES=int(cap))
     for key, value in settings.items():
         setattr(BenchConfig, key, value)
     model = mrcnn.model.MaskRCNN(mode="inference", model_dir=workdir, config=BenchConfig())

@@ -37,12 +37,13 @@ from maskrcnnlib.weights import layer_weights  # noqa: E402
 STATE = {}
 
 
-def inference_config():
-    """The matterport fixtures' settings (2018 addon detect config) at SIZE x SIZE."""
+def inference_config(cap=common.MAX_DETECTIONS):
+    """The matterport fixtures' settings (2018 addon detect config) at SIZE x SIZE,
+    at most `cap` detections."""
     return Config(num_classes=common.NUM_CLASSES, backbone="resnet50",
                   image_min_dim=SIZE, image_max_dim=SIZE, resize_mode="square",
                   detection_min_confidence=common.SCORE_THRESHOLD,
-                  detection_max_instances=common.MAX_DETECTIONS).validate()
+                  detection_max_instances=int(cap)).validate()
 
 
 def model_layout(model):
@@ -51,9 +52,9 @@ def model_layout(model):
             for layer in model.layers if layer_weights(layer)]
 
 
-def load():
+def load(cap=common.MAX_DETECTIONS):
     start = time.perf_counter()
-    detector = Detector(inference_config(), compiled=False if PLAIN else None)
+    detector = Detector(inference_config(cap), compiled=False if PLAIN else None)
     if not os.path.exists(WEIGHTS):
         layout = model_layout(detector.model)
         arrays = parity_weights.generate_arrays(layout, common.WEIGHT_SEED)

@@ -53,8 +53,8 @@ def build(**kwargs):
         weights=None, weights_backbone=None, num_classes=common.NUM_CLASSES,
         # native size; its default (RESIZE) scales the shorter side to 800 px
         **({} if RESIZE else {"min_size": SIZE, "max_size": SIZE}),
-        box_detections_per_img=common.MAX_DETECTIONS,
-        box_score_thresh=common.SCORE_THRESHOLD, **kwargs)
+        box_score_thresh=common.SCORE_THRESHOLD,
+        **{"box_detections_per_img": common.MAX_DETECTIONS, **kwargs})
 
 
 def calibrate_batch_norm(model, images):
@@ -133,9 +133,9 @@ def match_detections(model, tensor, target):
     return best[1]
 
 
-def load():
+def load(cap=common.MAX_DETECTIONS):
     start = time.perf_counter()
-    model = build().eval()
+    model = build(box_detections_per_img=int(cap)).eval()
     load_s = time.perf_counter() - start
     image = common.bench_image(SIZE)
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0
@@ -153,6 +153,18 @@ def load():
                                                 result["scores"].numpy()),
             "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                          "numpy": np.__version__}}
+
+
+def set_cap(cap):
+    """Keep at most `cap` detections (the highest scores) from now on."""
+    model, tensor = STATE["model"], STATE["tensor"]
+    model.roi_heads.detections_per_img = int(cap)
+    warmup = common.timed(lambda: detect(model, tensor), 2)
+    result = detect(model, tensor)
+    boxes = result["boxes"].numpy()[:, [1, 0, 3, 2]]
+    return {"warmup_s": warmup, "detections": len(result["scores"]),
+            "result": common.detections_summary(np.round(boxes), result["labels"].numpy(),
+                                                result["scores"].numpy())}
 
 
 def infer(n):
@@ -211,4 +223,5 @@ def train(n):
 
 
 if __name__ == "__main__":
-    common.serve({"load": load, "infer": infer, "train_setup": train_setup, "train": train})
+    common.serve({"load": load, "cap": set_cap, "infer": infer, "train_setup": train_setup,
+                  "train": train})
