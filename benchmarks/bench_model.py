@@ -292,19 +292,17 @@ def start_engines(logdir, weights, torch_python):
             print("equal work: ours finds {}, torchvision {} at the cap of {}: every engine "
                   "is capped at {} detections".format(found[0], found[1], MAX_DETECTIONS,
                                                       cap), flush=True)
-            infos["ours"]["uncapped_detections"] = found[0]
-            infos["torchvision"]["uncapped_detections"] = found[1]
-            if found[0] > cap:
+            if found[0] > cap:  # ours again, built with the cap
                 workers.remove(ours)
                 ours.close()
-                uncapped = infos.pop("ours")
                 ours = start("ours", ARGS.python, "worker_ours.py", [ARGS.size, weights], cap)
-                infos["ours"]["uncapped_detections"] = uncapped["uncapped_detections"]
             if found[1] > cap:
                 capped = tv.request("cap", cap=cap)
                 infos["torchvision"].update(capped)
                 print("torchvision: capped at {}, {} detections".format(
                     cap, capped["detections"]), flush=True)
+            infos["ours"]["uncapped_detections"] = found[0]
+            infos["torchvision"]["uncapped_detections"] = found[1]
         if ARGS.ours_plain:
             start("ours-plain", ARGS.python, "worker_ours.py", [ARGS.size, weights, "plain"],
                   cap)
