@@ -143,28 +143,27 @@ def load(cap=common.MAX_DETECTIONS):
     native = len(detect(model, tensor)["scores"])
     shift = match_detections(model, tensor, TARGET) if TARGET >= 0 else 0.0
     STATE.update(model=model, tensor=tensor)
-    warmup = common.timed(lambda: detect(model, tensor), 2)
-    result = detect(model, tensor)
-    boxes = result["boxes"].numpy()[:, [1, 0, 3, 2]]  # (x1, y1, x2, y2) -> (y1, x1, y2, x2)
-    return {"load_s": load_s, "warmup_s": warmup, "detections": len(result["scores"]),
-            "native_detections": native, "background_bias_shift": shift,
-            "target_detections": TARGET,
-            "result": common.detections_summary(np.round(boxes), result["labels"].numpy(),
-                                                result["scores"].numpy()),
+    return {"load_s": load_s, **warm_up(), "native_detections": native,
+            "background_bias_shift": shift, "target_detections": TARGET,
             "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                          "numpy": np.__version__}}
 
 
-def set_cap(cap):
-    """Keep at most `cap` detections (the highest scores) from now on."""
+def warm_up():
+    """Two warm-up runs (timed) and the detections of a third, as load reports them."""
     model, tensor = STATE["model"], STATE["tensor"]
-    model.roi_heads.detections_per_img = int(cap)
     warmup = common.timed(lambda: detect(model, tensor), 2)
     result = detect(model, tensor)
-    boxes = result["boxes"].numpy()[:, [1, 0, 3, 2]]
+    boxes = result["boxes"].numpy()[:, [1, 0, 3, 2]]  # (x1, y1, x2, y2) -> (y1, x1, y2, x2)
     return {"warmup_s": warmup, "detections": len(result["scores"]),
             "result": common.detections_summary(np.round(boxes), result["labels"].numpy(),
                                                 result["scores"].numpy())}
+
+
+def set_cap(cap):
+    """Keep at most `cap` detections (the highest scores) from now on."""
+    STATE["model"].roi_heads.detections_per_img = int(cap)
+    return warm_up()
 
 
 def infer(n):
