@@ -20,7 +20,7 @@ class Detector:
     them (tf.distribute.MirroredStrategy), a share of its images per device; every
     image's result is the one a single device gives.
     compiled: run the dense part (backbone, FPN, RPN) compiled by XLA, with the large
-    3x3 convs of the FPN and RPN by Winograd (model.winograd). Results equal the
+    3x3 convs of the backbone, FPN and RPN by Winograd (model.winograd). Results equal the
     plain graph's up to float32 rounding. Each new molded shape is traced and
     compiled anew (seconds), so None (default) compiles only where it pays: no GPU
     visible (GPUs have cuDNN's own fast convolutions) and resize_mode "square"

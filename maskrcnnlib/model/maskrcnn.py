@@ -125,7 +125,8 @@ class ActiveClassIds(layers.Layer):
 
 def _features(image, config, train_bn, winograd=False):
     """Backbone, FPN and RPN: ([P2..P6], rpn_class_logits, rpn_probs, rpn_bbox)."""
-    _, c2, c3, c4, c5 = build_resnet(image, config.backbone, train_bn, stage5=True)
+    _, c2, c3, c4, c5 = build_resnet(image, config.backbone, train_bn, stage5=True,
+                                     winograd=winograd)
     pyramid = build_fpn(c2, c3, c4, c5, config.top_down_pyramid_size, winograd=winograd)
     rpn = build_rpn_model(config.rpn_anchor_stride, config.anchors_per_location,
                           config.top_down_pyramid_size, winograd=winograd)
@@ -144,8 +145,9 @@ def build_inference_model(config, intermediate=False, winograd=False):
     With ``intermediate``, also rpn_rois [B, proposals, 4], mrcnn_class [B, r, C]
     and mrcnn_bbox [B, r, C, 4] for the first r (non-padding) proposals,
     rpn_class_logits, rpn_bbox and P2..P6, for parity checks.
-    winograd: the FPN's and RPN's large 3x3 convs by Winograd (for CPUs, with the
-    dense part compiled by XLA: see split_inference_model); same weights and names.
+    winograd: the large 3x3 convs of the backbone, FPN and RPN by Winograd (for
+    CPUs, with the dense part compiled by XLA: see split_inference_model); same
+    weights and names.
     """
     image = keras.Input((None, None, config.bands), name="input_image")
     image_meta = keras.Input((config.image_meta_size,), name="input_image_meta")
