@@ -1,23 +1,27 @@
-"""3x3 convolutions by Winograd's minimal filtering, F(4x4, 3x3), for CPU inference.
+"""3x3 convolutions by Winograd's minimal filtering, F(4x4, 3x3) and F(6x6, 3x3), for
+CPU inference.
 
-A "same"-padded, stride-1 3x3 convolution computed on 6x6 input tiles (stride 4) as
+A "same"-padded, stride-1 3x3 convolution computed on (m+2)x(m+2) input tiles (stride
+m, the output tile's side) as
 
     Y = A^T [ (G g G^T) * (B^T d B) ] A
 
-summed over input channels: 36 matrix products [tiles, C] x [C, K]. Per 4x4 output
-block and channel pair that is 36 multiplications where the direct convolution does
-16 x 9 = 144 (2.25 per output pixel instead of 9), 4 times fewer on the
-multiplications that dominate. The transforms are small constant matrices applied
-to every tile (three more matrix products, cheap where XLA fuses the tile gathering
-around them: the detector compiles the backbone, FPN and RPN with jit_compile on
-CPUs); they move 36/16 times the data of the layer's input and output, so the gain
-per layer is about 2 rather than 4.
+summed over input channels: (m+2)^2 matrix products [tiles, C] x [C, K]. With m = 4,
+per 4x4 output block and channel pair that is 36 multiplications where the direct
+convolution does 16 x 9 = 144 (2.25 per output pixel instead of 9), 4 times fewer on
+the multiplications that dominate; m = 6 takes 64 for a 6x6 block (1.78 per pixel).
+The transforms are small constant matrices applied to every tile (three more matrix
+products, cheap where XLA fuses the tile gathering around them: the detector
+compiles the backbone, FPN and RPN with jit_compile on CPUs); they move (m+2)^2/m^2
+times the data of the layer's input and output (2.25 for m = 4), so the gain per
+layer is about 2 rather than 4. m = 6 moves less data and multiplies less but its
+transforms are larger: it pays on large maps with many channels only (tile_for).
 Results equal the direct convolution up to float32 rounding (relative error about
-1e-5: the tests check it against numpy).
+1e-5 with m = 4, 2e-5 with m = 6: the tests check it against numpy).
 
-The matrices come from the Cook-Toom construction on the points 0, 1, -1, 2, -2 and
-infinity (Lavin & Gray 2016, "Fast algorithms for convolutional neural networks"),
-computed exactly with fractions.
+The matrices come from the Cook-Toom construction on the points 0, 1, -1, 2, -2
+(and 1/2, -1/2 for m = 6) and infinity (Lavin & Gray 2016, "Fast algorithms for
+convolutional neural networks"), computed exactly with fractions.
 
 Written with keras.ops only. Shapes: channels last.
 """
@@ -26,10 +30,19 @@ from fractions import Fraction
 import numpy as np
 from keras import layers, ops, saving
 
-OUTPUT_TILE = 4  # m: output tile side
+OUTPUT_TILE = 4  # m: output tile side (the default)
 KERNEL = 3  # r: filter side
 INPUT_TILE = OUTPUT_TILE + KERNEL - 1  # a = m + r - 1 = 6
 POINTS = (0, 1, -1, 2, -2)  # plus infinity
+LARGE_TILE = 6  # F(6x6, 3x3), on 8x8 input tiles
+LARGE_TILE_POINTS = (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))
+# F(6x6) where the map has at least this many rows and columns and the input this
+# many channels. Measured under XLA on a 2-core AVX-512 CPU: 128x128, 256 -> 512
+# channels 55 ms against 60 ms with F(4x4), 256 -> 256 32 against 36 ms; but
+# 64x64 (256 -> 512) 15.7 against 14.3 ms, and 128x128 with 64 channels 13.1
+# against 12.8 ms (three convs).
+LARGE_TILE_MIN_SIDE = 96
+LARGE_TILE_MIN_DEPTH = 128
 # Below this many output pixels per image the kernel transform (36/9 of the kernel's
 # size, redone each call) outweighs the saving: direct convolution there. Measured
 # on a 2-core AVX-512 CPU, 256 -> 512 channels: 32x32 takes 4.6 ms against 11.2 ms
@@ -77,47 +90,65 @@ def cook_toom(m=OUTPUT_TILE, r=KERNEL, points=POINTS):
     return as_array(at), as_array(g), as_array(bt)
 
 
-AT, G, BT = cook_toom()
+class _Transforms:
+    """The float32 matrices of F(m x m, 3x3) as Kronecker products over a tile's
+    flattened elements: (BT d BT^T) flattened row-major is kron(BT, BT) @ d
+    flattened, and likewise for A and G. Applied as matrix products over all tiles
+    and channels at once they read and write each tensor once (as sums of strided
+    slices, XLA re-read the input once per tile element: 1.1 to 1.8 times slower
+    per layer)."""
+
+    def __init__(self, m, points):
+        at, g, bt = cook_toom(m, KERNEL, points)
+        self.m, self.a = m, m + KERNEL - 1
+        self.input = np.kron(bt, bt).astype("float32")  # [a*a, a*a]
+        self.output = np.kron(at, at).astype("float32")  # [m*m, a*a]
+        self.kernel = np.kron(g, g).astype("float32")  # [a*a, 9]
 
 
-# The two-sided transforms as one matrix each over a tile's flattened elements:
-# (BT d BT^T) flattened row-major is kron(BT, BT) @ d flattened, and likewise for
-# A and G. Applied as matrix products over all tiles and channels at once they read
-# and write each tensor once (as sums of strided slices, XLA re-read the input once
-# per tile element: 1.1 to 1.8 times slower per layer).
-KRON_BT = np.kron(BT, BT).astype("float32")  # [36, 36]
-KRON_AT = np.kron(AT, AT).astype("float32")  # [16, 36]
-KRON_G = np.kron(G, G).astype("float32")  # [36, 9]
+TRANSFORMS = {OUTPUT_TILE: _Transforms(OUTPUT_TILE, POINTS),
+              LARGE_TILE: _Transforms(LARGE_TILE, LARGE_TILE_POINTS)}
 
 
-def transform_kernel(kernel):
-    """kernel [3, 3, C, K] -> U [36, C, K], U[a * u + v] = (G g G^T)[u, v]."""
+def tile_for(height, width, depth):
+    """The output tile side m for a map of height x width x depth: LARGE_TILE on
+    large maps with many channels, else OUTPUT_TILE."""
+    if min(height, width) >= LARGE_TILE_MIN_SIDE and depth >= LARGE_TILE_MIN_DEPTH:
+        return LARGE_TILE
+    return OUTPUT_TILE
+
+
+def transform_kernel(kernel, m=OUTPUT_TILE):
+    """kernel [3, 3, C, K] -> U [a*a, C, K], U[a * u + v] = (G g G^T)[u, v], a = m + 2."""
+    t = TRANSFORMS[m]
     depth, filters = kernel.shape[2], kernel.shape[3]
     flat = ops.reshape(kernel, (KERNEL * KERNEL, depth * filters))
-    return ops.reshape(ops.matmul(ops.convert_to_tensor(KRON_G), flat),
-                       (INPUT_TILE * INPUT_TILE, depth, filters))
+    return ops.reshape(ops.matmul(ops.convert_to_tensor(t.kernel), flat),
+                       (t.a * t.a, depth, filters))
 
 
-def winograd_conv3x3(inputs, kernel):
-    """'same' 3x3 convolution, stride 1, no bias, by F(4x4, 3x3).
+def winograd_conv3x3(inputs, kernel, m=None):
+    """'same' 3x3 convolution, stride 1, no bias, by F(m x m, 3x3).
 
     inputs: [B, H, W, C] with static H and W. kernel: [3, 3, C, K].
+    m: output tile side, 4 or 6; None: tile_for(H, W, C).
     Returns [B, H, W, K], equal to the direct convolution up to rounding.
     """
-    m, a = OUTPUT_TILE, INPUT_TILE
     height, width = int(inputs.shape[1]), int(inputs.shape[2])
     depth, filters = kernel.shape[2], kernel.shape[3]
+    t = TRANSFORMS[tile_for(height, width, depth) if m is None else m]
+    m, a = t.m, t.a
     rows, cols = -(-height // m), -(-width // m)
     # one pixel of zeros before (the 'same' padding), enough after for whole tiles
     padded = ops.pad(inputs, ((0, 0), (1, rows * m + 1 - height),
                               (1, cols * m + 1 - width), (0, 0)))
-    # tile element (i, j) of every tile, stacked: [36, B, rows, cols, C]
+    # tile element (i, j) of every tile, stacked: [a*a, B, rows, cols, C]
     d = ops.stack([padded[:, i:i + rows * m:m, j:j + cols * m:m, :]
                    for i in range(a) for j in range(a)])
-    v = ops.matmul(ops.convert_to_tensor(KRON_BT), ops.reshape(d, (a * a, -1)))
-    v = ops.reshape(v, (a * a, -1, depth))  # [36, B * rows * cols, C]
-    product = ops.matmul(v, transform_kernel(kernel))  # [36, tiles, K]
-    y = ops.matmul(ops.convert_to_tensor(KRON_AT), ops.reshape(product, (a * a, -1)))
+    v = ops.matmul(ops.convert_to_tensor(t.input), ops.reshape(d, (a * a, -1)))
+    v = ops.reshape(v, (a * a, -1, depth))  # [a*a, B * rows * cols, C]
+    product = ops.matmul(v, transform_kernel(kernel, m))  # [a*a, tiles, K]
+    y = ops.matmul(ops.convert_to_tensor(t.output), ops.reshape(product, (a * a, -1)))
     y = ops.reshape(y, (m, m, -1, rows, cols, filters))  # [p, q, B, rows, cols, K]
     y = ops.transpose(y, (2, 3, 0, 4, 1, 5))  # [B, rows, p, cols, q, K]
     y = ops.reshape(y, (-1, rows * m, cols * m, filters))

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from maskrcnnlib.model import winograd
-from maskrcnnlib.model.winograd import Conv2D, cook_toom, winograd_conv3x3
+from maskrcnnlib.model.winograd import Conv2D, cook_toom, tile_for, winograd_conv3x3
 
 
 def naive_same_conv3x3(x, kernel):
@@ -35,19 +35,38 @@ def test_cook_toom_needs_distinct_points():
         cook_toom(4, 3, points=(0, 1, 1, 2, -2))
 
 
+@pytest.mark.parametrize("m", [4, 6])
 @pytest.mark.parametrize("shape", [(1, 16, 16, 8, 5), (2, 13, 10, 3, 4), (1, 4, 7, 6, 2),
-                                   (3, 1, 1, 2, 3)])
-def test_winograd_equals_direct_convolution(shape):
-    """Sizes that are and are not multiples of the 4x4 output tile, batches, 1x1."""
+                                   (3, 1, 1, 2, 3), (1, 14, 20, 5, 3)])
+def test_winograd_equals_direct_convolution(shape, m):
+    """Sizes that are and are not multiples of the output tile, batches, 1x1."""
     batch, height, width, depth, filters = shape
     rng = np.random.default_rng(sum(shape))
     x = rng.normal(size=(batch, height, width, depth)).astype("float32")
     kernel = rng.normal(size=(3, 3, depth, filters)).astype("float32")
     expected = naive_same_conv3x3(x, kernel)
-    ours = np.asarray(winograd_conv3x3(tf.constant(x), tf.constant(kernel)))
+    ours = np.asarray(winograd_conv3x3(tf.constant(x), tf.constant(kernel), m=m))
     assert ours.shape == expected.shape
     scale = np.abs(expected).max()
-    assert np.abs(ours - expected).max() <= 2e-5 * scale
+    assert np.abs(ours - expected).max() <= (2e-5 if m == 4 else 5e-5) * scale
+
+
+def test_the_large_tile_is_for_large_maps_with_many_channels():
+    assert tile_for(128, 128, 256) == 6 and tile_for(96, 200, 128) == 6
+    assert tile_for(64, 64, 256) == 4 and tile_for(128, 128, 64) == 4
+    assert tile_for(128, 90, 512) == 4
+
+
+def test_winograd_picks_the_tile_from_the_map():
+    """m=None takes tile_for's choice: both tiles give the direct convolution."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, 100, 98, 128)).astype("float32")
+    kernel = rng.normal(size=(3, 3, 128, 4)).astype("float32") / 30
+    auto = np.asarray(winograd_conv3x3(tf.constant(x), tf.constant(kernel)))
+    six = np.asarray(winograd_conv3x3(tf.constant(x), tf.constant(kernel), m=6))
+    np.testing.assert_array_equal(auto, six)
+    expected = np.asarray(tf.nn.conv2d(x, kernel, 1, "SAME"))
+    assert np.abs(auto - expected).max() <= 5e-5 * np.abs(expected).max()
 
 
 def test_layer_uses_winograd_only_where_it_applies(monkeypatch):
