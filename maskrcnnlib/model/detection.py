@@ -83,8 +83,8 @@ class DetectionLayer(keras.layers.Layer):
             class_ids = ops.pad(class_ids, [(0, 0), (0, extra)])
         top_scores, top = ops.top_k(ranked, self.max_instances, sorted=True)
         detections = ops.concatenate([
-            ops.take_along_axis(boxes, top[..., None], axis=1),
-            ops.cast(ops.take_along_axis(class_ids, top, axis=1), "float32")[..., None],
+            tfops.gather_rows(boxes, top),
+            ops.cast(tfops.gather_rows(class_ids, top), "float32")[..., None],
             top_scores[..., None],
         ], axis=-1)
         return ops.where((top_scores > float("-inf"))[..., None], detections, 0.0)

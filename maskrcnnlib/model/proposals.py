@@ -45,15 +45,15 @@ class ProposalLayer(keras.layers.Layer):
         else:
             limit = min(self.pre_nms_limit, num_anchors)
         scores, order = ops.top_k(scores, limit, sorted=True)
-        deltas = ops.take_along_axis(deltas, order[..., None], axis=1)
-        anchors = ops.take_along_axis(anchors, order[..., None], axis=1)
+        deltas = tfops.gather_rows(deltas, order)
+        anchors = tfops.gather_rows(anchors, order)
 
         boxes = apply_box_deltas_ops(anchors, deltas)
         boxes = clip_boxes_ops(boxes, ops.convert_to_tensor([0.0, 0.0, 1.0, 1.0]))
 
         keep, counts = tfops.batched_nms_padded(
             boxes, scores, self.proposal_count, self.nms_threshold)
-        proposals = ops.take_along_axis(boxes, keep[..., None], axis=1)
+        proposals = tfops.gather_rows(boxes, keep)
         valid = ops.arange(self.proposal_count)[None, :] < counts[:, None]
         return ops.where(valid[..., None], proposals, 0.0)
 

@@ -2,8 +2,9 @@
 
 Everything else under ``maskrcnnlib.model`` is written with ``keras.ops``. What keras.ops
 lacks lives here: non-max suppression, crop-and-resize, the data-dependent split of ROIs
-over pyramid levels, compaction of rows by a mask, and random numbers that also work
-inside a ``tf.data`` map.
+over pyramid levels, compaction of rows by a mask, a per-image gather of rows that moves
+no more than the rows it picks, and random numbers that also work inside a ``tf.data``
+map.
 
 Boxes are ``(y1, x1, y2, x2)``; any coordinate system works as long as it is consistent
 (the model uses normalized coordinates, see ``maskrcnnlib.model.proposals``).
@@ -127,6 +128,21 @@ def pyramid_crop_and_resize(feature_maps, boxes, box_indices, levels, crop_size)
     ]
     # Each position appears in exactly one level, so stitching restores input order.
     return tf.dynamic_stitch(level_positions, pooled)
+
+
+def gather_rows(x, index):
+    """Per image, the rows of ``x`` that ``index`` names.
+
+    Args:
+        x: [B, N, ...]; index: [B, K] int.
+    Returns:
+        [B, K, ...] with out[b, k] = x[b, index[b, k]].
+
+    ``keras.ops.take_along_axis(x, index[..., None], axis=1)`` gives the same, but on
+    TensorFlow it broadcasts the index and transposes all of ``x`` (all anchors of
+    the image, in the proposal layer) before and the result after.
+    """
+    return tf.gather(x, tf.cast(index, tf.int32), batch_dims=1)
 
 
 def boolean_mask(x, mask):
