@@ -136,6 +136,34 @@ def test_mold_image_subtracts_mean_and_divides_by_std():
     )
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32", "float64", "int32"])
+def test_mold_image_rounds_once_from_float64_for_every_dtype(dtype):
+    """float32(float64(float32(value)) - mean) / std), whatever path the dtype takes."""
+    rng = np.random.default_rng(3)
+    pixels = (rng.uniform(-1000, 60000, (9, 7, 3)) if dtype.startswith("float") or dtype == "int32"
+              else rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, (9, 7, 3)))
+    pixels = pixels.astype(dtype)
+    mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+    expected = ((pixels.astype(np.float32).astype(np.float64) - np.array(mean)) / np.array(std))
+    np.testing.assert_array_equal(M.mold_image(pixels, mean, std), expected.astype(np.float32))
+    expected = pixels.astype(np.float32).astype(np.float64) - np.array(mean)
+    np.testing.assert_array_equal(M.mold_image(pixels, mean), expected.astype(np.float32))
+
+
+def test_mask_resize_equals_scikit_image():
+    """The matrix form of the bilinear resize against scikit-image's resize, up and
+    down, square and not; the 0.5 threshold gives the same pixels."""
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        mask = (rng.uniform(0, 1, (28, 28)) ** 3).astype(np.float32)
+        shape = tuple(int(v) for v in rng.integers(1, 200, 2))
+        expected = M._resize(mask, shape)
+        ours = M._resize_mask(mask, shape)
+        assert ours.dtype == expected.dtype and ours.shape == expected.shape
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(ours >= 0.5, expected >= 0.5)
+
+
 def test_image_meta_layout():
     meta = M.compose_image_meta(7, (50, 100, 3), (128, 128, 3), (32, 0, 96, 128), 1.28,
                                 [1, 0, 1])
