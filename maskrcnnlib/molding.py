@@ -222,7 +222,7 @@ def mold_image(images, pixel_mean, pixel_std=None):
         values = np.subtract(images, mean, dtype=np.float64)
     else:
         values = images.astype(np.float32).astype(np.float64) - mean
-    if pixel_std is not None:
+    if pixel_std is not None and np.any(np.asarray(pixel_std, np.float64) != 1):
         np.divide(values, np.asarray(pixel_std, np.float64), out=values)
     return values.astype(np.float32)
 
