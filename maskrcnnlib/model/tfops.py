@@ -127,7 +127,9 @@ def pyramid_crop_and_resize(feature_maps, boxes, box_indices, levels, crop_size)
         for i in range(num_levels)
     ]
     # Each position appears in exactly one level, so stitching restores input order.
-    return tf.dynamic_stitch(level_positions, pooled)
+    # the multi-threaded DynamicStitch (same result): 1000 ROIs of 7x7x256 take
+    # 10 ms single-threaded on 2 cores, 7.7 ms so
+    return tf.raw_ops.ParallelDynamicStitch(indices=level_positions, data=pooled)
 
 
 def gather_rows(x, index):
