@@ -74,7 +74,7 @@ def test_compiled_detector_equals_the_plain_graph(monkeypatch):
     used = []
     original = winograd.winograd_conv3x3
     monkeypatch.setattr(winograd, "winograd_conv3x3",
-                        lambda x, k: used.append(tuple(x.shape[1:3])) or original(x, k))
+                        lambda x, k, **kw: used.append(tuple(x.shape[1:3])) or original(x, k, **kw))
     keras.utils.set_random_seed(2)  # random weights, the same in every run
     config = tiny_config(image_min_dim=256, image_max_dim=256, detection_min_confidence=0.5)
     plain = Detector(config, intermediate=True, compiled=False)
@@ -84,8 +84,9 @@ def test_compiled_detector_equals_the_plain_graph(monkeypatch):
     expected, _, _ = plain.raw([image])
     ours, _, _ = compiled.raw([image])
     assert not plain.compiled and compiled.compiled
-    # backbone (resnet18: 64x64 in stage 2, 32x32 in stage 3), FPN and RPN; P4 direct
-    assert {(64, 64), (32, 32)} <= set(used) and (16, 16) not in used
+    # backbone (resnet18: 64x64 in stage 2, 32x32 in stage 3, 16x16 in stage 4), FPN
+    # and RPN; 16x16 only with the kernels transformed beforehand; P5 (8x8) direct
+    assert {(64, 64), (32, 32), (16, 16)} <= set(used) and (8, 8) not in used
     assert used.count((64, 64)) >= 4  # stage 2's convs, not only the FPN's and RPN's
     assert [o.shape for o in ours] == [o.shape for o in expected]
     # P2..P6, rpn_class_logits, rpn_bbox: the dense part's outputs
@@ -111,6 +112,34 @@ def test_compiled_detector_equals_the_plain_graph(monkeypatch):
     assert len(unmatched) <= max(1, len(want["class_ids"]) // 20)
     mine, theirs = zip(*pairs)
     assert np.mean(got["masks"][..., list(mine)] != want["masks"][..., list(theirs)]) < 1e-3
+
+
+def test_compiled_detector_follows_weights_written_after_its_first_call():
+    """The kernels it transformed beforehand are made anew when the weights change,
+    whichever way they were written: its dense part's outputs (P2..P6 and the RPN's)
+    then equal the plain graph's with the new weights."""
+    keras.utils.set_random_seed(5)
+    config = tiny_config(image_min_dim=128, image_max_dim=128)
+    compiled = Detector(config, intermediate=True, compiled=True)
+    plain = Detector(config, intermediate=True, compiled=False)  # other random weights
+    image = np.random.default_rng(1).integers(0, 255, (128, 128, 3)).astype("uint8")
+
+    def assert_dense_outputs_equal():
+        ours, _, _ = compiled.raw([image])
+        expected, _, _ = plain.raw([image])
+        for got, want in zip(ours[5:], expected[5:]):
+            np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, np.abs(want).max()))
+        return ours
+
+    first, _, _ = compiled.raw([image])
+    compiled.model.set_weights(plain.model.get_weights())
+    again = assert_dense_outputs_equal()
+    assert not np.allclose(first[5], again[5])  # the new weights did change P2
+    # one kernel written through its variable
+    for detector in (compiled, plain):
+        kernel = detector.model.get_layer("fpn_p2").kernel
+        kernel.assign(kernel * 2.0)
+    assert_dense_outputs_equal()
 
 
 def test_a_short_last_batch_is_not_compiled_anew():

@@ -75,7 +75,7 @@ def test_layer_uses_winograd_only_where_it_applies(monkeypatch):
     calls = []
     original = winograd.winograd_conv3x3
     monkeypatch.setattr(winograd, "winograd_conv3x3",
-                        lambda x, k: calls.append(tuple(x.shape)) or original(x, k))
+                        lambda x, k, **kw: calls.append(tuple(x.shape)) or original(x, k, **kw))
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1, 64, 48, 6)).astype("float32")
     small = x[:, :16, :16]
