@@ -34,7 +34,6 @@ from keras import layers, ops, saving
 
 OUTPUT_TILE = 4  # m: output tile side (the default)
 KERNEL = 3  # r: filter side
-INPUT_TILE = OUTPUT_TILE + KERNEL - 1  # a = m + r - 1 = 6
 POINTS = (0, 1, -1, 2, -2)  # plus infinity
 LARGE_TILE = 6  # F(6x6, 3x3), on 8x8 input tiles
 LARGE_TILE_POINTS = (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))
