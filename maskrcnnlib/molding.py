@@ -72,6 +72,13 @@ def _resize_mask(mask, output_shape):
     return resized.astype(mask.dtype if mask.dtype == np.float32 else np.float64)
 
 
+def _mask_in_box(mask, box):
+    """A predicted mask resized bilinearly to its box (y1, x1, y2, x2) and
+    binarised: bool [y2 - y1, x2 - x1], True where >= MASK_THRESHOLD."""
+    y1, x1, y2, x2 = (int(v) for v in box)
+    return _resize_mask(mask, (y2 - y1, x2 - x1)) >= MASK_THRESHOLD
+
+
 def resize_image(image, min_dim=None, max_dim=None, min_scale=None, mode="square", rng=None):
     """Resize keeping the aspect ratio, then pad (or crop) to the input size.
 
@@ -201,9 +208,8 @@ def unmold_mask(mask, bbox, image_shape):
     Returns bool [height, width]: mask resized bilinearly to the box, >= 0.5.
     """
     y1, x1, y2, x2 = (int(v) for v in bbox)
-    resized = _resize_mask(mask, (y2 - y1, x2 - x1))
     full_mask = np.zeros(tuple(int(v) for v in image_shape[:2]), dtype=bool)
-    full_mask[y1:y2, x1:x2] = resized >= MASK_THRESHOLD
+    full_mask[y1:y2, x1:x2] = _mask_in_box(mask, bbox)
     return full_mask
 
 
@@ -346,5 +352,5 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
     # without a full-size image per instance), seen as [height, width, N]
     planes = np.zeros((len(boxes), height, width), dtype=bool)
     for plane, mask, (y1, x1, y2, x2) in zip(planes, masks, boxes.astype(int)):
-        plane[y1:y2, x1:x2] = _resize_mask(mask, (y2 - y1, x2 - x1)) >= MASK_THRESHOLD
+        plane[y1:y2, x1:x2] = _mask_in_box(mask, (y1, x1, y2, x2))
     return boxes, class_ids, scores, np.moveaxis(planes, 0, -1)

@@ -85,7 +85,7 @@ class TransformedKernels:
         pairs = [(layer, m) for layer, m in found if m not in self._values.get(layer, {})]
         with self._scope or contextlib.nullcontext():
             for layer, m in pairs:
-                size = (m + winograd.KERNEL - 1) ** 2
+                size = winograd.TRANSFORMS[m].a ** 2
                 self._values.setdefault(layer, {})[m] = tf.Variable(
                     tf.zeros((size,) + tuple(layer.kernel.shape[2:])), trainable=False,
                     name="{}_winograd{}".format(layer.name, m))

@@ -200,7 +200,8 @@ class Conv2D(layers.Conv2D):
 
     winograd=True (inference on CPUs, under XLA) uses winograd_conv3x3 where it pays:
     3x3 kernel, stride 1, no dilation, 'same' padding and at least MIN_PIXELS output
-    pixels of static size; elsewhere, and with winograd=False, the layer is keras's
+    pixels of static size (MIN_PIXELS_PRECOMPUTED where precomputed_kernels holds
+    its transformed kernel); elsewhere, and with winograd=False, the layer is keras's
     Conv2D. Variables, names and saved weights are exactly keras Conv2D's.
     """
 
