@@ -17,7 +17,7 @@ import tensorflow as tf
 from maskrcnnlib.dataset.augment import augmented_iterator
 from maskrcnnlib.dataset.pipeline import training_dataset
 from maskrcnnlib.errors import TrainingError
-from maskrcnnlib.model.training import LOSS_KEYS, MaskRCNNTrainer, make_optimizer, \
+from maskrcnnlib.model.training import LOSS_KEYS, MaskRCNNTrainer, compile_trainer, \
     set_trainable_stage
 from maskrcnnlib.modelcard import read_card, write_card
 from maskrcnnlib.train_job import prepare_logs
@@ -241,8 +241,7 @@ def train(config, train_data, logs, name, validation_data=None, initial_weights=
             stage, epoch + 1, last_epoch, learning_rate))
         set_trainable_stage(trainer, stage)
         with strategy.scope():
-            trainer.compile(optimizer=make_optimizer(config, learning_rate),
-                            jit_compile=False)
+            compile_trainer(trainer, learning_rate)
         try:
             trainer.fit(dataset, epochs=last_epoch, initial_epoch=epoch,
                         steps_per_epoch=steps, validation_data=validation,

@@ -193,3 +193,11 @@ def make_optimizer(config, learning_rate=None):
         learning_rate=config.learning_rate if learning_rate is None else learning_rate,
         momentum=config.learning_momentum, clipnorm=config.gradient_clip_norm,
         gradient_accumulation_steps=steps if steps > 1 else None)
+
+
+def compile_trainer(trainer, learning_rate=None):
+    """Compile the trainer for fit() as i.ann.maskrcnn.train does (call it inside the
+    strategy's scope); benchmarks use it too, so they time the module's own step."""
+    trainer.compile(optimizer=make_optimizer(trainer.mrcnn_config, learning_rate),
+                    jit_compile=False)
+    return trainer
