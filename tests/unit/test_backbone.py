@@ -1,6 +1,4 @@
 """ResNet backbones and the feature pyramid: shapes, matterport names, batch norm modes."""
-import json
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -9,8 +7,8 @@ import pytest
 from maskrcnnlib.errors import ConfigError
 from maskrcnnlib.model.backbone import BatchNorm, build_resnet
 from maskrcnnlib.model.fpn import build_fpn
+from support.layouts import coco_layout
 
-LAYOUT = Path("/work/shared/reference/matterport_coco_r101_layout.json")
 CHANNELS = {"basic": (64, 64, 128, 256, 512),
             "bottleneck": (64, 256, 512, 1024, 2048)}
 KIND = {"resnet18": "basic", "resnet34": "basic", "resnet50": "bottleneck",
@@ -46,7 +44,7 @@ def test_four_bands_conv1_kernel():
 
 
 def test_resnet101_names_equal_matterport_backbone():
-    layout = json.loads(LAYOUT.read_text())
+    layout = coco_layout()
     reference = {name for name, weights in layout["layers"]
                  if weights and not name.startswith(("fpn_", "rpn_", "mrcnn_"))}
     model = backbone_model("resnet101")

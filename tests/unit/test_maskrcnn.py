@@ -1,6 +1,4 @@
 """The composed network: matterport's weight layout, shapes, trimming and layer groups."""
-import json
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -11,9 +9,7 @@ from maskrcnnlib.model.inference import Detector
 from maskrcnnlib.model.maskrcnn import ValidRows, build_inference_model
 from maskrcnnlib.model.training import MaskRCNNTrainer, layer_group, set_trainable_stage
 from maskrcnnlib.weights import layer_weights
-
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / \
-    "matterport_coco_r101_layout.json"
+from support.layouts import coco_layout
 
 
 def tiny_config(**changes):
@@ -27,10 +23,9 @@ def tiny_config(**changes):
     return Config(**values).validate()
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason="shared reference layout not present")
 def test_inference_model_has_the_layout_of_mask_rcnn_coco():
     """Every layer with weights, in order, with matterport's weight names and shapes."""
-    reference = json.loads(REFERENCE.read_text())["layers"]
+    reference = coco_layout()["layers"]
     expected = [(name, [(w, tuple(s)) for w, s in weights])
                 for name, weights in reference if weights]
     config = Config(num_classes=81, backbone="resnet101", image_min_dim=128,

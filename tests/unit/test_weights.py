@@ -1,12 +1,11 @@
 """Weights files in matterport's layout: round trip, coverage of every array of
 mask_rcnn_coco.h5's layout, head exclusion, errors, extra bands, inspection.
 
-The reference layout (/work/shared/reference/matterport_coco_r101_layout.json)
+The reference layout (tests/fixtures/matterport_coco_r101_layout.json)
 lists every layer of matterport's published file with its weight names and
 shapes; files are written from it with h5py, independently of the code under
 test.
 """
-import json
 import re
 import shutil
 from pathlib import Path
@@ -23,9 +22,9 @@ from maskrcnnlib.model.heads import classifier_head, mask_head
 from maskrcnnlib.model.rpn import apply_rpn, build_rpn_model
 from maskrcnnlib.weights import (HEAD_LAYERS, inspect_h5, layer_weights,
                                  load_weights_h5, save_weights_h5)
+from support.layouts import coco_layout
 
-LAYOUT = json.loads(
-    Path("/work/shared/reference/matterport_coco_r101_layout.json").read_text())
+LAYOUT = coco_layout()
 
 
 def build_network(architecture="resnet101", num_classes=81, bands=3,
