@@ -1,12 +1,15 @@
-"""The addon installs with g.extension and with make, and the installed modules run."""
+"""The addon installs with g.extension and with make, the installed modules run, and
+tools/setup.sh installs what g.extension and the tests need."""
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, copy_source_tree
+from conftest import ROOT, copy_source_tree, grass_config
+from support.g_extension import required_programs
 
 pytestmark = pytest.mark.grass
 MODULES = ("i.ann.maskrcnn.train", "i.ann.maskrcnn.detect")
@@ -92,3 +95,72 @@ def test_make_builds_against_grass_dev(grass_session, tmp_path):
         assert "DESCRIPTION" in page and "model" in page
     assert (out / "etc" / "i.ann.maskrcnn" / "maskrcnnlib" / "__init__.py").is_file()
     assert_images_installed(out / "docs" / "html")
+
+
+def setup_packages(need):
+    """The packages of tools/apt-packages.txt for need: "all" (tools/setup.sh) or "dev" (--dev only)."""
+    rows = [line.split() for line in (ROOT / "tools" / "apt-packages.txt").read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+    return [row[0] for row in rows if row[1] == need]
+
+
+def programs_shipped(packages):
+    """{program: package} for every file in a bin directory of the given installed packages."""
+    shipped = {}
+    for package in packages:
+        listing = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True)
+        assert listing.returncode == 0, \
+            f"{package} (tools/apt-packages.txt) is not installed: run tools/setup.sh --dev"
+        for path in listing.stdout.splitlines():
+            folder, name = os.path.split(path)
+            if folder.endswith(("/bin", "/sbin")):
+                shipped.setdefault(name, package)
+    return shipped
+
+
+def debian_package_of(program):
+    """Which Debian package has the program here, to name it in a failure."""
+    path = shutil.which(program)
+    if path is None:
+        return "not installed on this machine"
+    owner = subprocess.run(["dpkg", "-S", os.path.realpath(path)], capture_output=True,
+                           text=True)
+    return owner.stdout.split(":")[0] if owner.returncode == 0 else f"{path}, from no package"
+
+
+def test_setup_installs_every_program_that_g_extension_requires():
+    """Both README commands install the addon with g.extension, which stops unless the
+    programs its check_progs() asks for are there: setup's packages for all ship each."""
+    script = Path(grass_config("path")) / "scripts" / "g.extension"
+    programs = required_programs(script.read_text())
+    shipped = programs_shipped(setup_packages("all"))
+    missing = {program: debian_package_of(program) for program in programs
+               if program not in shipped}
+    assert not missing, (f"{script} requires programs that no 'all' package of "
+                         f"tools/apt-packages.txt ships (program: its package here): {missing}")
+
+
+@pytest.mark.parametrize("need, program", [
+    ("all", "grass"),
+    # test_gui_dialogs.py's; its `import` (imagemagick) is an alternatives link that
+    # no package lists, so it is not checked here
+    ("dev", "Xvfb"), ("dev", "xwininfo"),
+])
+def test_setup_installs_the_programs_the_readme_commands_run(need, program):
+    assert program in programs_shipped(setup_packages(need)), debian_package_of(program)
+
+
+def test_required_programs_follows_what_check_progs_asks_for():
+    """A GRASS whose g.extension asks for git gives git; one without check_progs() fails."""
+    later = (
+        "import sys\n"
+        "if sys.platform.startswith('freebsd'):\n    MAKE = 'gmake'\nelse:\n    MAKE = 'make'\n"
+        "def check_progs():\n"
+        "    for prog in (MAKE, 'gcc', 'git'):\n"
+        "        if not gs.find_program(prog, '--help'):\n"
+        "            gs.fatal('missing')\n")
+    assert required_programs(later) == ["make", "gcc", "git"]
+    with pytest.raises(LookupError):
+        required_programs("def check_progs():\n    pass\n")
+    with pytest.raises(LookupError):
+        required_programs("def main():\n    pass\n")
