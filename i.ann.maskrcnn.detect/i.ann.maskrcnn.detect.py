@@ -275,7 +275,7 @@ def main(options, flags):
     from maskrcnnlib.detect import run_detect_job
 
     try:
-        import_tensorflow()  # without TensorFlow's start-up banners on stderr
+        import_tensorflow()  # TensorFlow's own logs kept off the output (unless --verbose)
         run_detect_job(make_job(options, flags, classes), message=gs.message, percent=gs.percent,
                        warning=gs.warning)
     except MaskRCNNError as error:

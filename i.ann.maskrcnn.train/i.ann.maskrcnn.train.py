@@ -390,7 +390,7 @@ def main(options, flags):
     from maskrcnnlib.train_job import run_train_job
 
     try:
-        import_tensorflow()  # without TensorFlow's start-up banners on stderr
+        import_tensorflow()  # TensorFlow's own logs kept off the output (unless --verbose)
         result = run_train_job(make_job(options, flags, classes), message=gs.message,
                                percent=gs.percent)
     except MaskRCNNError as error:
