@@ -62,6 +62,28 @@ def plan_stages(epochs, learning_rate, from_weights, initial_epoch=0):
     return TrainingPlan(stages=stages, initial_epoch=initial_epoch)
 
 
+def seconds_left(stage_epochs, epochs_left):
+    """Estimated seconds for epochs_left more epochs, from the durations (seconds) of
+    the epochs of the current training stage so far.
+
+    A stage's first epoch also traced and compiled the training step: where later
+    epochs were measured, only they count.
+    """
+    if epochs_left <= 0 or not stage_epochs:
+        return 0.0
+    measured = stage_epochs[1:] or stage_epochs
+    return epochs_left * sum(measured) / len(measured)
+
+
+def format_duration(seconds):
+    """A duration as a user reads it: '48 s', '12 min', '2.5 h'."""
+    if seconds < 90:
+        return "{:.0f} s".format(seconds)
+    if seconds < 90 * 60:
+        return "{:.0f} min".format(seconds / 60)
+    return "{:.1f} h".format(seconds / 3600)
+
+
 class _EpochReport(keras.callbacks.Callback):
     """Checkpoint + card per epoch, validation AP, NaN guard, progress and messages.
 
@@ -70,6 +92,11 @@ class _EpochReport(keras.callbacks.Callback):
     AP50, AP75 and mAP against their masks (maskrcnnlib.evaluate, the same
     evaluator as detect's reference=) join the epoch's logs as val_AP50,
     val_AP75, val_mAP: in the CSV log, the model card's history and the message.
+
+    Progress: percent(done, total, 1) over the batches of all epochs and stages of
+    this run, called only when the whole percent grows (percent is costly: GRASS's
+    gs.percent runs g.message). After each epoch the message tells its duration and
+    the time left (seconds_left).
     """
 
     def __init__(self, trainer, config, logs, name, result, card_extra, message, percent,
@@ -82,6 +109,8 @@ class _EpochReport(keras.callbacks.Callback):
         self.steps_per_epoch, self.total_epochs = steps_per_epoch, total_epochs
         self.validation_data, self.detector = validation_data, None
         self.failure = None
+        self.first_epoch, self.shown_percent = None, -1  # the epoch this run started at
+        self.stage_epochs = []  # durations (s) of the current stage's epochs
 
     def validation_ap(self):
         """{val_AP50, val_AP75, val_mAP} of the current weights, or {} without data."""
@@ -107,9 +136,14 @@ class _EpochReport(keras.callbacks.Callback):
                            class_ids=list(range(1, self.config.num_classes)))
         return {"val_" + key: figures[key] for key in ("AP50", "AP75", "mAP")}
 
+    def on_train_begin(self, logs=None):
+        self.stage_epochs = []  # one fit per stage, each traces and compiles anew
+
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.monotonic()
         self.epoch_number = epoch + 1
+        if self.first_epoch is None:
+            self.first_epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -117,6 +151,17 @@ class _EpochReport(keras.callbacks.Callback):
             self.failure = "the loss became {} at step {} of epoch {}".format(
                 loss, batch + 1, self.epoch_number)
             self.trainer.stop_training = True
+        self._progress(batch + 1)
+
+    def _progress(self, batches):
+        """percent() over this run's batches, once per whole percent."""
+        per_epoch = self.steps_per_epoch * self.config.accumulation_steps
+        done = (self.epoch_number - 1 - self.first_epoch) * per_epoch + batches
+        total = (self.total_epochs - self.first_epoch) * per_epoch
+        shown = 100 * done // total
+        if shown > self.shown_percent:
+            self.shown_percent = shown
+            self.percent(done, total, 1)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.failure:
@@ -141,9 +186,15 @@ class _EpochReport(keras.callbacks.Callback):
         if "val_AP50" in logs:
             validation += " validation mask AP50 {:.3f} mAP {:.3f},".format(
                 logs["val_AP50"], logs["val_mAP"])
-        self.message("Epoch {}/{}: {},{} {:.2f} s per step".format(
-            number, self.total_epochs, losses, validation, seconds))
-        self.percent(number, self.total_epochs, 1)
+        duration = time.monotonic() - self.started
+        self.stage_epochs.append(duration)
+        left = self.total_epochs - number
+        timing = "{:.2f} s per step, {}".format(seconds, format_duration(duration))
+        if left:
+            timing += "; about {} left".format(
+                format_duration(seconds_left(self.stage_epochs, left)))
+        self.message("Epoch {}/{}: {},{} {}".format(number, self.total_epochs, losses,
+                                                    validation, timing))
 
 
 def _build_trainer(config, seed, placement):
