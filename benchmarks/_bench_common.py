@@ -1,4 +1,5 @@
-"""Shared by bench_model.py and its engine workers: the request loop and the inputs.
+"""Shared by bench_model.py, bench_train.py and their engine workers: the request
+loop and the inputs.
 
 Imports only the standard library and numpy, because each worker runs in its own
 Python environment (ours, torchvision's, matterport's).
@@ -73,6 +74,14 @@ def timed(fn, n):
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def timed_steps(step, n):
+    """A worker's answer to "train": the wall seconds of n calls of step() (a training
+    step returning its loss as a number) and the last loss."""
+    losses = []
+    times = timed(lambda: losses.append(step()), n)
+    return {"times": times, "loss": losses[-1]}
 
 
 def serve(handlers):

@@ -438,6 +438,20 @@ def main():
         ratio(found["infer"], "ours", "torchvision")))
 
 
+def add_environment_options(ap):
+    """The engines' Python environments (also bench_train.py's options)."""
+    ap.add_argument("--matterport-python", default="/tmp/mpvenv/bin/python",
+                    help="python of matterport's environment (tensorflow + tf_keras)")
+    ap.add_argument("--torch-venv", default=DEFAULT_TORCH_VENV,
+                    help="venv of the torchvision peer, created when missing "
+                         "(default %(default)s)")
+    ap.add_argument("--torch-packages", default=TORCH_PACKAGES,
+                    help="what pip installs into a new torch venv (%(default)s)")
+    ap.add_argument("--python", default=default_ours_python(),
+                    help="python of our environment (default: $MASKRCNN_VENV or "
+                         "~/.local/share/i.ann.maskrcnn/venv, as tools/setup.sh makes it)")
+
+
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="timed rounds per measurement (5)")
@@ -447,13 +461,7 @@ def parse_args():
     ap.add_argument("--matterport-path", default=None,
                     help="folder holding matterport's mrcnn/ package (its TF2 port); "
                          "measured only when given")
-    ap.add_argument("--matterport-python", default="/tmp/mpvenv/bin/python",
-                    help="python of matterport's environment (tensorflow + tf_keras)")
-    ap.add_argument("--torch-venv", default=DEFAULT_TORCH_VENV,
-                    help="venv of the torchvision peer, created when missing "
-                         "(default %(default)s)")
-    ap.add_argument("--torch-packages", default=TORCH_PACKAGES,
-                    help="what pip installs into a new torch venv (%(default)s)")
+    add_environment_options(ap)
     ap.add_argument("--torch-detections", default="match",
                     help="'match' (shift torchvision's background bias to find as many "
                          "detections as ours, and cap every engine at the smaller count "
@@ -465,9 +473,6 @@ def parse_args():
                          "shorter side to 800 px)")
     ap.add_argument("--ours-plain", action="store_true",
                     help="also time our plain graph (no XLA, no Winograd) as 'ours-plain'")
-    ap.add_argument("--python", default=default_ours_python(),
-                    help="python of our environment (default: $MASKRCNN_VENV or "
-                         "~/.local/share/i.ann.maskrcnn/venv, as tools/setup.sh makes it)")
     ap.add_argument("--skip-train", action="store_true", help="no training-step timing")
     ap.add_argument("--profile", action="store_true",
                     help="also time our inference stage by stage")

@@ -1,4 +1,5 @@
-"""bench_model.py's worker for OUR engine (maskrcnnlib, Keras 3 on TensorFlow).
+"""bench_model.py's and bench_train.py's worker for OUR engine (maskrcnnlib, Keras 3
+on TensorFlow).
 
 Run by the driver in our environment: python worker_ours.py THREADS SIZE WEIGHTS_H5
 [plain]. With "plain", the detector runs the plain graph (Detector(compiled=False):
@@ -87,49 +88,119 @@ def infer(n):
 
 # ------------------------------------------------------------------ training
 
-def train_setup(warmup=2):
-    from maskrcnnlib.dataset.pipeline import prepare_sample, training_dataset
-    from maskrcnnlib.model.training import (MaskRCNNTrainer, make_optimizer,
+def train_config(batch, backbone, anchor_scales=None):
+    """The benchmarks' training configuration at SIZE x SIZE: the 2018 addon's
+    (64 ROIs and 256 RPN anchors per image, frozen batch norm, full-size masks),
+    `batch` images a step on the CPU; anchor_scales None keeps 32..512."""
+    config = Config(num_classes=common.NUM_CLASSES, backbone=backbone,
+                    image_min_dim=SIZE, image_max_dim=SIZE, resize_mode="square",
+                    images_per_gpu=int(batch), gpu_count=0,
+                    train_rois_per_image=common.TRAIN_ROIS_PER_IMAGE,
+                    rpn_train_anchors_per_image=common.RPN_TRAIN_ANCHORS)
+    if anchor_scales:
+        config.rpn_anchor_scales = [int(s) for s in anchor_scales]
+    return config.validate()
+
+
+class StepTimes(keras.callbacks.Callback):
+    """Wall seconds of each fit() step, from Keras' batch begin to batch end: its
+    train function (the next batch from the iterator, train_step, the loss trackers).
+    Keras turns the logs into numbers before this callback sees them, which waits
+    for the step."""
+
+    def __init__(self):
+        super().__init__()
+        self.times, self.losses = [], []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter() - self.started)
+        self.losses.append(float(logs["loss"]))
+
+
+def _parity_weights(trainer, path):
+    """Load the parity weights (seed 20181) into the trainer, writing the file from
+    its layout when missing; matterport's worker loads the same file."""
+    from maskrcnnlib.weights import load_weights_h5
+
+    if not os.path.exists(path):
+        layout = model_layout(trainer)
+        parity_weights.write_matterport_h5(
+            path, layout, parity_weights.generate_arrays(layout, common.WEIGHT_SEED))
+    report = load_weights_h5(trainer, path)
+    if report.missing or report.unused:
+        raise RuntimeError("weights did not match: missing {}, unused {}".format(
+            report.missing, report.unused))
+    return len(report.loaded)
+
+
+def train_setup(batch=common.TRAIN_BATCH, backbone="resnet50", anchor_scales=None,
+                weights=None, deterministic=False, warmup=2, input_batches=8):
+    """Our training step as i.ann.maskrcnn.train runs it (maskrcnnlib/train.py): the
+    trainer built and compiled in the CPU placement's strategy scope, all layers
+    trainable, fit() over replica_datasets' pipeline. The batch is computed once by
+    that pipeline and kept (cache): the timed steps do not include the input
+    pipeline, which is timed apart (input_s: seconds a batch, the mean of
+    input_batches pulled in a row from the live pipeline, augmentation off).
+    weights: the parity .h5 (written if missing), or None for Keras' seeded
+    initialisation. deterministic: TF op determinism, as the module with a seed."""
+    from maskrcnnlib.dataset.augment import augmented_iterator
+    from maskrcnnlib.dataset.directory import ArrayDataset
+    from maskrcnnlib.dataset.pipeline import training_dataset
+    from maskrcnnlib.distribute import training_placement
+    from maskrcnnlib.model.training import (MaskRCNNTrainer, compile_trainer,
                                             set_trainable_stage)
+    from maskrcnnlib.train import replica_datasets
 
     start = time.perf_counter()
-    keras.utils.set_random_seed(common.TRAIN_SEED)
-    config = Config(num_classes=common.NUM_CLASSES, backbone="resnet50",
-                    image_min_dim=SIZE, image_max_dim=SIZE, resize_mode="square",
-                    images_per_gpu=common.TRAIN_BATCH,
-                    train_rois_per_image=common.TRAIN_ROIS_PER_IMAGE,
-                    rpn_train_anchors_per_image=common.RPN_TRAIN_ANCHORS).validate()
-    scenes = common.train_scenes(SIZE)
-    samples = [prepare_sample(image, masks, class_ids, config, i)
-               for i, (image, masks, class_ids) in enumerate(scenes)]
-    dataset = training_dataset(lambda: iter(samples), config, seed=common.TRAIN_SEED,
-                               repeat=False)
-    # One fixed batch in memory: the step alone is timed (the RPN anchor targets,
-    # computed in the tf.data map, are left out, as torchvision's data is ready too).
-    batch = next(iter(dataset))
-    trainer = MaskRCNNTrainer(config, seed=common.TRAIN_SEED)
+    seed = common.TRAIN_SEED
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    config = train_config(batch, backbone, anchor_scales)
+    data = ArrayDataset(common.train_scenes(SIZE, count=config.images_per_gpu))
+    strategy = training_placement(config.gpu_count).strategy
+    with strategy.scope():
+        trainer = MaskRCNNTrainer(config, seed=seed)
+    loaded = _parity_weights(trainer, weights) if weights else 0
     set_trainable_stage(trainer, "all")
-    trainer.compile(optimizer=make_optimizer(config))
-    trainer.optimizer.build(trainer.trainable_variables)
-    step = tf.function(trainer.train_step, reduce_retracing=True)
+    with strategy.scope():
+        compile_trainer(trainer, config.learning_rate)
 
-    def one_step():
-        logs = step(batch)
-        return float(logs["loss"])  # waits for the step
+    def kept_batch(context):  # replica_datasets' pipeline, its one batch kept
+        samples = augmented_iterator(data, config, seed=seed, augment=False, shuffle=False)
+        return training_dataset(samples, config, batch_size=config.images_per_gpu,
+                                seed=seed, repeat=False).cache().repeat()
 
-    STATE.update(train_step=step, one_step=one_step)
+    dataset = strategy.distribute_datasets_from_function(kept_batch)
+    timer = StepTimes()
+
+    def fit(steps):
+        """fit() for `steps` steps: ([seconds of each step], last loss)."""
+        done = len(timer.times)
+        trainer.fit(dataset, epochs=1, steps_per_epoch=int(steps), callbacks=[timer],
+                    verbose=0)
+        return timer.times[done:], timer.losses[-1]
+
+    STATE.update(fit=fit, trainer=trainer, one_step=lambda: fit(1))
     setup_s = time.perf_counter() - start
-    warm = common.timed(one_step, warmup)
-    return {"setup_s": setup_s, "warmup_s": warm,
+    warm, _ = fit(warmup)
+    live = iter(replica_datasets(strategy, data, config, seed, augment=False))
+    next(live)
+    input_s = sum(common.timed(lambda: next(live), input_batches)) / input_batches
+    return {"setup_s": setup_s, "warmup_s": warm, "input_s": input_s,
+            "weights_loaded": loaded,
             "trainable_variables": len(trainer.trainable_variables),
-            "gt_instances": [int(len(s["gt_class_ids"])) for s in samples]}
+            "gt_instances": [len(data.load(i)[2]) for i in range(len(data))],
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                         "numpy": np.__version__}}
 
 
 def train(n):
-    losses = []
-    times = common.timed(lambda: losses.append(STATE["one_step"]()), n)
-    return {"times": times, "loss": losses[-1],
-            "traces": int(STATE["train_step"].experimental_get_tracing_count())}
+    times, loss = STATE["fit"](n)
+    return {"times": times, "loss": loss}
 
 
 def train_profile():

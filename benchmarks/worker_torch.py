@@ -1,4 +1,5 @@
-"""bench_model.py's worker for torchvision's maskrcnn_resnet50_fpn (CPU).
+"""bench_model.py's and bench_train.py's worker for torchvision's Mask R-CNN (CPU):
+maskrcnn_resnet50_fpn, or the same on another ResNet-FPN for the training step.
 
 Run by the driver in the benchmark's own torch environment (never ours):
 python worker_torch.py THREADS SIZE TARGET_DETECTIONS
@@ -29,7 +30,9 @@ common.limit_threads(THREADS)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from torchvision.models.detection import maskrcnn_resnet50_fpn  # noqa: E402
+from torchvision.models.detection import MaskRCNN  # noqa: E402
+from torchvision.models.detection.anchor_utils import AnchorGenerator  # noqa: E402
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone  # noqa: E402
 from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: E402
 
 torch.set_num_threads(THREADS)
@@ -47,10 +50,21 @@ def clip_each(params, max_norm):
     torch._foreach_mul_(grads, scales)
 
 
-def build(**kwargs):
+def build(backbone="resnet50", anchor_scales=None, **kwargs):
+    """torchvision's Mask R-CNN on a ResNet-FPN, seeded random initialisation.
+
+    For resnet50 this is maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    (same modules, same initial values): BatchNorm2d, every backbone layer
+    trainable. anchor_scales: one anchor size per FPN level (default 32..512).
+    """
     torch.manual_seed(common.WEIGHT_SEED)
-    return maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=common.NUM_CLASSES,
+    if anchor_scales:
+        kwargs["rpn_anchor_generator"] = AnchorGenerator(
+            tuple((int(s),) for s in anchor_scales), ((0.5, 1.0, 2.0),) * len(anchor_scales))
+    features = resnet_fpn_backbone(backbone_name=backbone, weights=None,
+                                   norm_layer=torch.nn.BatchNorm2d, trainable_layers=5)
+    return MaskRCNN(
+        features, num_classes=common.NUM_CLASSES,
         # native size; its default (RESIZE) scales the shorter side to 800 px
         **({} if RESIZE else {"min_size": SIZE, "max_size": SIZE}),
         box_score_thresh=common.SCORE_THRESHOLD,
@@ -173,14 +187,12 @@ def infer(n):
     return {"times": times, "detections": len(results[-1]["scores"])}
 
 
-def train_setup(warmup=2):
-    start = time.perf_counter()
-    # weights=None: every backbone layer trains, as ours with stage "all"
-    model = build(box_batch_size_per_image=common.TRAIN_ROIS_PER_IMAGE,
-                  box_positive_fraction=0.33,
-                  rpn_batch_size_per_image=common.RPN_TRAIN_ANCHORS)
+def train_batch(scenes):
+    """Scenes (image, masks, class ids) as torchvision's training input: images
+    [3, H, W] in 0..1 and targets (boxes x1, y1, x2, y2 in pixels, labels, masks
+    [N, H, W] uint8)."""
     images, targets = [], []
-    for image, masks, class_ids in common.train_scenes(SIZE):
+    for image, masks, class_ids in scenes:
         images.append(torch.from_numpy(np.ascontiguousarray(
             image.transpose(2, 0, 1))).float() / 255.0)
         boxes = []
@@ -194,6 +206,24 @@ def train_setup(warmup=2):
             "masks": torch.from_numpy(np.ascontiguousarray(
                 masks.transpose(2, 0, 1)).astype(np.uint8)),
         })
+    return images, targets
+
+
+def train_setup(batch=common.TRAIN_BATCH, backbone="resnet50", anchor_scales=None,
+                warmup=2, input_batches=8):
+    """A training step as torchvision's reference loop runs it: forward in training
+    mode (its transform, RPN anchor matching and ROI sampling happen inside),
+    the summed losses backward, each gradient clipped, SGD with momentum.
+    input_s: seconds to turn the scenes into its input tensors (train_batch)."""
+    start = time.perf_counter()
+    # weights=None: every backbone layer trains, as ours with stage "all"
+    model = build(backbone, anchor_scales,
+                  box_batch_size_per_image=common.TRAIN_ROIS_PER_IMAGE,
+                  box_positive_fraction=0.33,
+                  rpn_batch_size_per_image=common.RPN_TRAIN_ANCHORS)
+    scenes = common.train_scenes(SIZE, count=int(batch))
+    images, targets = train_batch(scenes)
+    input_s = sum(common.timed(lambda: train_batch(scenes), input_batches)) / input_batches
     freeze_batch_norm(calibrate_batch_norm(model, images))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -211,14 +241,15 @@ def train_setup(warmup=2):
     STATE["one_step"] = one_step
     setup_s = time.perf_counter() - start
     warm = common.timed(one_step, warmup)
-    return {"setup_s": setup_s, "warmup_s": warm, "trainable_parameters": len(params),
-            "gt_instances": [len(t["labels"]) for t in targets]}
+    return {"setup_s": setup_s, "warmup_s": warm, "input_s": input_s,
+            "trainable_parameters": len(params),
+            "gt_instances": [len(t["labels"]) for t in targets],
+            "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                         "numpy": np.__version__}}
 
 
 def train(n):
-    losses = []
-    times = common.timed(lambda: losses.append(STATE["one_step"]()), n)
-    return {"times": times, "loss": losses[-1]}
+    return common.timed_steps(STATE["one_step"], n)
 
 
 if __name__ == "__main__":
