@@ -60,6 +60,9 @@ and AVX-512 flags), the thread counts, the median seconds per step of each engin
 and, for each configuration, `train_step ours/matterport R` and
 `train_step ours/torchvision R` (R < 1: ours is faster).
 
+It takes about 5 minutes at --runs 5 on a quiet 2-core AMD EPYC with AVX-512 (2 of
+them setting up and warming up the nine workers), 6 to 7 at --runs 11.
+
     python3 benchmarks/bench_train.py [--configs r50-256-b1,r50-512-b2,r18-128-b2]
         [--runs 7] [--threads N] [--quick] [--deterministic]
         [--matterport-path /tmp/mrcnn-tf2] [--matterport-python /tmp/mpvenv/bin/python]
@@ -245,10 +248,11 @@ def main():
     busy_end = busy_cpu_seconds()
     others = None if busy_start is None or busy_end is None else max(
         0.0, busy_end - busy_start - (own_cpu_seconds() - own_start))
-    print("\n(bench_train took {:.0f} s{})".format(elapsed, "" if others is None else (
-        "; other processes used {:.0f} CPU-s meanwhile, {:.0f}% of the {} CPUs: above a "
-        "few %, the figures are disturbed".format(
-            others, 100 * others / (elapsed * os.cpu_count()), os.cpu_count()))))
+    share = None if others is None else 100 * others / (elapsed * os.cpu_count())
+    print("\n(bench_train took {:.0f} s{}{})".format(elapsed, "" if others is None else (
+        "; other processes used {:.0f} CPU-s meanwhile, {:.0f}% of the {} CPUs".format(
+            others, share, os.cpu_count())),
+        ": the figures are disturbed" if share is not None and share > 5 else ""))
     summary(results, threads_line)
 
 
