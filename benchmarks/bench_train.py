@@ -169,33 +169,27 @@ def measure(name, logdir, torch_python):
     weights = os.path.join(logdir, "parity_weights.h5")
     try:
         workers, setups = start_workers(name, logdir, weights, torch_python)
-    except BaseException:
-        remove(weights)
-        raise
-    try:
-        counts = {engine: setup["gt_instances"] for engine, setup in setups.items()}
-        if len({str(c) for c in counts.values()}) > 1:
-            print("  WARNING: the engines got different gt instances: {}".format(counts))
-        print("  training step, {} rounds:".format(ARGS.runs), flush=True)
-        times, last = alternate(workers, "train", ARGS.runs)
+        try:
+            counts = {engine: setup["gt_instances"] for engine, setup in setups.items()}
+            if len({str(c) for c in counts.values()}) > 1:
+                print("  WARNING: the engines got different gt instances: {}".format(counts))
+            print("  training step, {} rounds:".format(ARGS.runs), flush=True)
+            times, last = alternate(workers, "train", ARGS.runs)
+        finally:
+            for worker in workers:
+                worker.close()
     finally:
-        for worker in workers:
-            worker.close()
-        remove(weights)  # up to 180 MB; the logs stay
+        if os.path.exists(weights):
+            os.remove(weights)  # up to 180 MB; the logs stay
     return {"setups": setups, "times": times, "last": last}
-
-
-def remove(path):
-    if os.path.exists(path):
-        os.remove(path)
 
 
 # ------------------------------------------------------------------ output
 
 def report(results, threads_line):
-    """A table per configuration, then the CPU, threads, medians and ratios."""
+    """A table per configuration, and the engines' versions."""
     for name, found in results.items():
-        _, size, batch, _ = CONFIGS[name]
+        batch = CONFIGS[name][2]
         rows = []
         for engine, times in found["times"].items():
             setup = found["setups"][engine]
@@ -207,27 +201,28 @@ def report(results, threads_line):
                              setup["input_s"], found["last"][engine]["loss"])))
         print_table("training step {}: {}; threads {} (load s: the worker's setup)".format(
             name, CONFIGS[name][3], threads_line), rows, "img/s")
-    versions = {}
-    for found in results.values():
-        for engine, setup in found["setups"].items():
-            versions[engine] = setup.get("versions", {})
+    versions = {engine: setup.get("versions", {}) for found in results.values()
+                for engine, setup in found["setups"].items()}
     print("\nversions: " + "; ".join("{}: {}".format(engine, ", ".join(
-        "{} {}".format(k, v) for k, v in found.items())) for engine, found in versions.items()))
+        "{} {}".format(k, v) for k, v in packages.items()))
+        for engine, packages in versions.items()))
 
 
 def summary(results, threads_line):
+    """The CPU, the threads, each engine's median seconds per step and the ratios."""
     print("\nCPU: " + cpu_description())
     print("threads: " + threads_line)
-    for name, found in results.items():
-        medians = {engine: statistics.median(t) for engine, t in found["times"].items()}
+    medians = {name: {engine: statistics.median(times)
+                      for engine, times in found["times"].items()}
+               for name, found in results.items()}
+    for name, seconds in medians.items():
         print("{} ({}): median s per step: {}".format(name, CONFIGS[name][3], ", ".join(
-            "{} {:.3f}".format(engine, s) for engine, s in medians.items())))
-    for name, found in results.items():
-        medians = {engine: statistics.median(t) for engine, t in found["times"].items()}
+            "{} {:.3f}".format(engine, s) for engine, s in seconds.items())))
+    for name, seconds in medians.items():
         for peer in ("matterport", "torchvision"):
-            if peer in medians:
+            if peer in seconds:
                 print("train_step ours/{} {:.3f}  {}".format(
-                    peer, medians["ours"] / medians[peer], name))
+                    peer, seconds["ours"] / seconds[peer], name))
 
 
 def main():
