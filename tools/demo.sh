@@ -4,7 +4,7 @@
 # project and addon directory, writes a synthetic scene there, trains a small
 # model on half of it, detects in the other half and prints what was found
 # (tools/demo_job.py) with its accuracy, and draws the detections over the image
-# into a PNG. A few minutes on a 2-core CPU.
+# into a PNG. About 1.5 minutes on a 2-core CPU, installation excluded (README).
 #
 #   bash tools/demo.sh [PNG]      # PNG: default ./i.ann.maskrcnn-demo.png
 #

@@ -1,4 +1,4 @@
-"""The README's first command, tools/demo.sh, end to end (about 4 minutes).
+"""The README's first command, tools/demo.sh, end to end (about 1.5 minutes once installed).
 
 Marked slow: its parts are covered by faster tests (test_install: g.extension;
 test_train_module: training from GRASS maps; test_detect_module: detection,
