@@ -140,7 +140,9 @@ def test_band_count_must_fit_the_model(run_module, shapes_model, seam_scene):
     bands, _ = seam_scene
     result = run_module(DETECT, input=",".join(bands[:2]), model=shapes_model,
                         output="seam_two_bands", tile_size=128, overlap=32)
-    assert result.returncode != 0 and "3 bands" in result.stderr, result.stderr
+    # GRASS wraps long messages: where it breaks depends on the model's path
+    assert result.returncode != 0 and "3 bands" in " ".join(result.stderr.split()), \
+        result.stderr
 
 
 def test_card_gives_the_classes(shapes_model):

@@ -128,8 +128,11 @@ def test_class_and_box_heads_per_proposal(run):
     ours = run["stages"]["rpn_rois"][0]
     rows = match_rows(ours, theirs, 1e-4)
     found = rows >= 0
+    # The classifier's 12544-long float32 dot products round differently with each
+    # CPU's oneDNN kernels: up to 1.4e-4 on a Zen 5 (AVX-512) EPYC, with every matched
+    # proposal equal to 1e-6 (2026-12-04); the fixture's own noise floor is 1.5e-4
     np.testing.assert_allclose(run["stages"]["mrcnn_class"][0, rows[found]],
-                               expected["mrcnn_class"][found], atol=1e-4)
+                               expected["mrcnn_class"][found], atol=2e-4)
     np.testing.assert_allclose(run["stages"]["mrcnn_bbox"][0, rows[found]],
                                expected["mrcnn_bbox"][found], atol=1e-3)
 
