@@ -31,6 +31,8 @@ from maskrcnnlib.grassio import _temporary_name, _window_env
 OUTPUT_TYPES = ("area", "point")
 # an instance with more than this share of its cells already taken is a duplicate
 DUPLICATE_SHARE = 0.5
+# holes in an object smaller than this share of its cells (and one-cell holes) are filled
+HOLE_SHARE = 0.01
 COLUMNS = "class text, class_id integer, score double precision, area double precision"
 # Vector names end up as SQL table names: keep them SQL-safe.
 _VECTOR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
@@ -135,6 +137,27 @@ def _largest_part(cells):
     return labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
 
 
+def _fill_small_holes(cells, taken):
+    """cells with their small holes filled, where no other object (taken) lies.
+
+    A hole is a part of the background that no 4-connected path joins to the
+    outside: a cell missing inside an object, or a notch that meets the outside
+    only at a corner. r.to.vect makes each hole an area of its own (an area with
+    no centroid), which splits the object's outline. Holes of at most
+    max(1, HOLE_SHARE * cells) cells are thresholding noise of the mask and are
+    filled; bigger ones (a courtyard) stay.
+    """
+    holes = ndimage.binary_fill_holes(cells) & ~cells
+    if not holes.any():
+        return cells
+    labels, count = ndimage.label(holes)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    blocked = np.bincount(labels[taken], minlength=count + 1)
+    small = (sizes <= max(1.0, HOLE_SHARE * np.count_nonzero(cells))) & (blocked == 0)
+    small[0] = False
+    return cells | small[labels]
+
+
 class InstanceWriter:
     """Writes instances into a vector map (or one map per class), streaming.
 
@@ -156,11 +179,12 @@ class InstanceWriter:
     get categories 1, 2, ... in the order added. Each claims the cells of its
     mask that no earlier instance took (so objects never overlap and touching
     objects stay separate areas), keeping only their largest 4-connected part (so
-    each object is one area). An instance left with no cell is dropped, and
-    so is one that finds more than ``DUPLICATE_SHARE`` of its cells taken: it
-    is another view of an object already written (Mask R-CNN suppresses
-    duplicates per class only, so one object may come twice under two
-    classes), and writing it would leave a sliver beside that object. Add
+    each object is one area) with its small holes filled (``_fill_small_holes``).
+    An instance left with no cell is dropped, and so is one that finds more
+    than ``DUPLICATE_SHARE`` of its cells taken: it is another view of an
+    object already written (Mask R-CNN suppresses duplicates per class only,
+    so one object may come twice under two classes), and writing it would
+    leave a sliver beside that object. Add
     instances best score first to keep the better view.
     Cells outside the region are ignored. ``add`` writes the cells at once
     into a disk-backed id grid of the region (4 bytes a cell, in the mapset's
@@ -289,7 +313,8 @@ class InstanceWriter:
                 continue
             window = self._ids[top:bottom, left:right]
             inside = mask[top - row0:bottom - row0, left - col0:right - col0]
-            free = _largest_part(inside & (window == 0))
+            taken = window != 0
+            free = _fill_small_holes(_largest_part(inside & ~taken), taken)
             rows, cols = np.nonzero(free)
             cells = np.count_nonzero(inside)
             if not cells or rows.size < cells * (1 - DUPLICATE_SHARE):

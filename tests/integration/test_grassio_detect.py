@@ -470,3 +470,48 @@ def test_an_object_cut_in_two_keeps_its_larger_part(grass_session):
             assert [cells for _, _, cells in writer.objects()] == [40, 38, 3]
         finally:
             writer.abort()
+
+
+def test_small_holes_are_filled_courtyards_and_other_objects_stay(grass_session):
+    """Mask noise leaves holes: a missing cell inside an object, or a notch that meets
+    the outside only at a corner. r.to.vect would make each an area without centroid
+    (the object's outline split in two). Holes up to 1 % of the object (or one cell)
+    are filled; a courtyard, or a hole holding an earlier object, stays."""
+    import grass.script as gs
+
+    name = unique("holes")
+    with region_override(**BASE):
+        writer = grassio_writer(name)
+        try:
+            pin = np.ones((20, 20), bool)          # 394 cells: holes up to 3.94 cells filled
+            pin[5, 5] = False                      # a pinhole
+            pin[10, 14:17] = False                 # a 3-cell hole
+            pin[0, 7] = pin[1, 8] = False          # a notch on the edge, and a hole meeting it by a corner
+            yard = np.ones((20, 20), bool)         # 400 cells, a 5-cell hole: a courtyard
+            yard[8, 8:13] = False
+            ring = np.ones((9, 9), bool)           # 81 cells around an earlier object
+            ring[4, 4] = False
+            writer.add([Inst(1, 0.9, 60, 64, np.ones((1, 1), bool)),  # the earlier object
+                        Inst(1, 0.8, 10, 10, pin),
+                        Inst(1, 0.7, 10, 40, yard),
+                        Inst(2, 0.6, 56, 60, ring)])
+            ids = writer.id_rows(0, 70)
+            # every hole of the pin object filled; the notch on its edge stays
+            assert ids[10, 17] == 0 and (ids[10:30, 10:30] == 2).sum() == 399
+            assert ids[18, 48:53].tolist() == [0] * 5 and (ids[10:30, 40:60] == 3).sum() == 395
+            assert ids[60, 64] == 1 and (ids[56:65, 60:69] == 4).sum() == 80
+            assert [cells for _, _, cells in writer.objects()] == [1, 399, 395, 80]
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        # each object is one area with its centroid (object 1 fills the ring's hole);
+        # the courtyard is the one area without a centroid
+        topology = gs.vector_info_topo(name)
+        assert topology["centroids"] == 4 and topology["areas"] == 5, topology
+
+
+def grassio_writer(name):
+    from maskrcnnlib import grassio
+
+    return grassio.InstanceWriter(name, CLASSES)
