@@ -16,13 +16,18 @@ import os
 import numpy as np
 import grass.script as gs
 
-from maskrcnnlib.errors import DatasetError, DetectionError
+from maskrcnnlib.errors import DetectionError
 from maskrcnnlib.evaluate import evaluate_overlaps
-from maskrcnnlib.grassio import (_check_training_map, _class_values, _read, _remove_raster,
-                                 _resolve_classes, _temporary_name, _window_env)
+from maskrcnnlib.grassio.areas import RasterizedAreas
+from maskrcnnlib.grassio.region import window_env
 
 STRIP_ROWS = 512
 FIGURES = ("precision", "recall", "F1", "AP50", "AP75", "mAP")
+
+
+def reference_error(message):
+    """The DetectionError for a problem of the reference map (it names the option)."""
+    return DetectionError("reference: {}".format(message))
 
 
 class ReferenceAreas:
@@ -36,25 +41,15 @@ class ReferenceAreas:
 
     def __init__(self, vector, column, classes, layer="1"):
         self.classes = list(classes)
+        self.areas = RasterizedAreas(vector, column, layer, purpose="reference",
+                                     error=reference_error)
+        self.vector = self.areas.vector
         try:
-            self.vector, key = _check_training_map(vector, column, layer)
-        except DatasetError as error:
-            raise DetectionError("reference: {}".format(error))
-        self.raster = _temporary_name("reference")
-        try:
-            gs.run_command("v.to.rast", input=self.vector, layer=layer, type="area",
-                           use="cat", output=self.raster, quiet=True)
-            region = gs.region()
-            self.cats = self._cells_per_category(region)
-            values = _class_values(self.vector, layer, key, column, self.cats)
-            _resolve_classes(values, self.classes, self.vector, column)
-        except DatasetError as error:
-            self.remove()
-            raise DetectionError("reference: {}".format(error))
+            self.cats = self._cells_per_category(gs.region())
+            _, self.class_of = self.areas.class_ids(self.cats, self.classes)
         except BaseException:
             self.remove()
             raise
-        self.class_of = {cat: self.classes.index(value) + 1 for cat, value in values.items()}
 
     def _cells_per_category(self, region):
         """{category: cells in the region} of the rasterized reference."""
@@ -70,11 +65,10 @@ class ReferenceAreas:
         rows, cols = int(region["rows"]), int(region["cols"])
         for top in range(0, rows, STRIP_ROWS):
             height = min(STRIP_ROWS, rows - top)
-            yield top, _read(self.raster, np.int32, _window_env(region, top, 0, height, cols),
-                             (height, cols))
+            yield top, self.areas.read(window_env(region, top, 0, height, cols), (height, cols))
 
     def remove(self):
-        _remove_raster(self.raster)
+        self.areas.remove()
 
     def __enter__(self):
         return self

@@ -3,7 +3,7 @@
 The current region is cut into tiles (maskrcnnlib.tiling); tiles stream by rows
 from GRASS (only one strip of rows is in memory), run through the network in
 batches, objects cut by tile seams are merged (SeamMerger) and finished objects
-are written as they come (grassio InstanceWriter), so memory does not grow with
+are written as they come (grassio.writer.InstanceWriter), so memory does not grow with
 the raster. Null cells never become objects; wholly null tiles are skipped.
 """
 import contextlib
@@ -133,16 +133,17 @@ def detect_image(detector, bands, writer, job, message, percent, pad_to=None):
     Several images share one writer: where they overlap, the objects of the first
     keep their cells. pad_to: see detect_tile_row.
     """
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.rasters import read_tile_rows
+    from maskrcnnlib.grassio.region import region_info
     from maskrcnnlib.tiling import SeamMerger, tile_grid
 
-    region = grassio.region_info()
+    region = region_info()
     shape = (region["rows"], region["cols"])
     grid = tile_grid(region["rows"], region["cols"], job.tile_size, job.overlap)
     # a view cut by a tile edge may get another class than the whole view next door
     merger = SeamMerger(grid, cross_class=True)
     done, total = 0, sum(len(row) for row in grid)
-    for tiles in grassio.read_tile_rows(bands, grid):
+    for tiles in read_tile_rows(bands, grid):
         # views wholly within half the overlap of a shared edge: the neighbour sees them whole
         instances, _ = detect_tile_row(detector, tiles, job.batch_size * detector.replicas,
                                        shape,
@@ -171,7 +172,8 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
     Image files (job.images_directory) are imported for the run into temporary
     rasters limited to the region, and removed afterwards.
     """
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.rasters import check_rasters
+    from maskrcnnlib.grassio.writer import InstanceWriter
 
     if job.images_directory:
         from maskrcnnlib.imagefiles import ImportedImages, list_images
@@ -180,7 +182,7 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
         config = detection_config(job)
     else:
         for bands in job.images:
-            grassio.check_rasters(bands)
+            check_rasters(bands, error=DetectionError)
         config = detection_config(job)
         for bands in job.images:
             if len(bands) != config.bands:
@@ -197,10 +199,9 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
                 accuracy.check_report_path(job.report, job.overwrite)
             reference = stack.enter_context(
                 accuracy.ReferenceAreas(job.reference, job.reference_column, classes))
-        writer = grassio.InstanceWriter(job.output, classes,
-                                        output_type=tuple(job.output_type),
-                                        overwrite=job.overwrite, per_class=job.output is None,
-                                        history=job.history)
+        writer = InstanceWriter(job.output, classes, output_type=tuple(job.output_type),
+                                overwrite=job.overwrite, per_class=job.output is None,
+                                history=job.history)
         try:
             if job.images_directory:
                 with ImportedImages(paths, external=job.external, band_count=config.bands,
@@ -216,7 +217,7 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
             writer.abort()
             raise
     # what was written: where detections overlap, the better-scoring one keeps the
-    # cells (see grassio_detect.InstanceWriter)
+    # cells (see grassio.writer.InstanceWriter)
     counts = Counter(writer.counts())
     if writer.duplicates:
         message("{} detections dropped: most of their cells belong to a better-scoring "

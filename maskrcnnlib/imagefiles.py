@@ -23,6 +23,7 @@ import subprocess
 import grass.script as gs
 
 from maskrcnnlib.errors import DetectionError
+from maskrcnnlib.grassio.maps import exists_here, remove_maps, temporary_name
 
 
 def list_images(directory, image_format):
@@ -117,7 +118,6 @@ class ImportedImages:
         self.band_count = band_count
         self.images, self._created = [], []
         self._xy = False
-        self._prefix = "tmp_maskrcnn_{}_image".format(os.getpid())
 
     def __enter__(self):
         try:
@@ -148,13 +148,12 @@ class ImportedImages:
                 raise DetectionError(
                     "-e: no world file ({}) or .aux.xml found beside <{}>".format(
                         ", ".join(sorted(world_file_names(path))), path))
-        for index, (path, info) in enumerate(described):
+        for path, info in described:
             same_crs = self.external or self._same_crs(path, info)
             if same_crs and not overlaps_region(info["corners"], region):
                 self._skip(path)
                 continue
-            name = "{}{}".format(self._prefix, index)
-            bands = self._import(path, name, info, same_crs)
+            bands = self._import(path, temporary_name("image"), info, same_crs)
             if bands:
                 self.images.append(bands)
         if not self.images:
@@ -196,8 +195,7 @@ class ImportedImages:
                 return []
             raise DetectionError("Importing <{}> failed: {}".format(
                 path, " ".join(result.stderr.split())[-400:]))
-        missing = [band for band in bands
-                   if not gs.find_file(band, element="cell", mapset=".")["fullname"]]
+        missing = [band for band in bands if not exists_here("raster", band)]
         if missing:
             raise DetectionError("Importing <{}> gave no raster {}".format(path, missing[0]))
         return bands
@@ -205,8 +203,4 @@ class ImportedImages:
     def remove(self):
         """Remove every raster imported so far. Idempotent."""
         created, self._created = self._created, []
-        existing = [name for name in created
-                    if gs.find_file(name, element="cell", mapset=".")["fullname"]]
-        if existing:
-            gs.run_command("g.remove", flags="f", type="raster", name=",".join(existing),
-                           quiet=True)
+        remove_maps("raster", created)

@@ -86,9 +86,9 @@ def load_data(job, message):
         dataset = DirectoryDataset(job.dataset_dir, job.classes)
         return dataset, [], {"source": "directory", "path": os.path.abspath(job.dataset_dir),
                              "images": len(dataset)}
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.chips import read_training_chips
 
-    samples, summary = grassio.read_training_chips(
+    samples, summary = read_training_chips(
         job.bands, job.training_map, job.class_column, job.classes, job.tile_size,
         job.overlap, seed=job.seed)
     if not samples:

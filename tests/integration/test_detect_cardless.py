@@ -7,7 +7,7 @@ the reference. Its random-weight detections overlap each other heavily, and a ve
 map never holds overlapping features: the writer gives shared cells to the better
 score, keeps the largest 4-connected part of what is left, and drops a detection
 that keeps less than half of its cells
-(grassio_detect.InstanceWriter). The expected features are therefore matterport's
+(grassio.writer.InstanceWriter). The expected features are therefore matterport's
 detections passed through that documented rule; they must match the map one to one
 (class, score within 0.01, cells within the detection), up to the few detections
 that sit on the 50 % line.

@@ -1,4 +1,4 @@
-"""grassio.read_training_chips on a synthetic scene in the temporary GRASS project.
+"""grassio.chips.read_training_chips on a synthetic scene in the temporary GRASS project.
 
 Scene (region 200 rows x 300 cols, res 1, north=200, west=0; row r has its
 cell centres at north = 199.5 - r, column c at east = c + 0.5):
@@ -120,13 +120,12 @@ def scene(grass_session):
 
 
 def chips(scene, classes=("building", "tree"), **options):
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.chips import read_training_chips
 
     arguments = dict(tile_size=TILE, overlap=OVERLAP, negatives_share=0.0, seed=1)
     arguments.update(options)
-    return grassio.read_training_chips(scene["bands"], scene["areas"], "class",
-                                       None if classes is None else list(classes),
-                                       **arguments)
+    return read_training_chips(scene["bands"], scene["areas"], "class",
+                               None if classes is None else list(classes), **arguments)
 
 
 def origin(image):
@@ -134,24 +133,14 @@ def origin(image):
     return int(image[-1, -1, 1]) - TILE, int(image[-1, -1, 2]) - TILE
 
 
-def test_chip_origins_cover_the_axis_and_end_at_its_edge(grass_session):
-    from maskrcnnlib.grassio import chip_origins
-
-    assert chip_origins(200, 64, 16) == [0, 48, 96, 136]
-    assert chip_origins(300, 64, 16) == [0, 48, 96, 144, 192, 236]
-    assert chip_origins(64, 64, 16) == [0]
-    assert chip_origins(30, 64, 16) == [0]
-    assert chip_origins(112, 64, 16) == [0, 48]
-
-
 def test_check_rasters_gives_full_names_and_names_the_missing(scene):
-    from maskrcnnlib import grassio
     from maskrcnnlib.errors import DatasetError
+    from maskrcnnlib.grassio.rasters import check_rasters
 
-    full = grassio.check_rasters(scene["bands"])
+    full = check_rasters(scene["bands"])
     assert full == [name + "@PERMANENT" for name in scene["bands"]]
     with pytest.raises(DatasetError, match="nosuchband_x"):
-        grassio.check_rasters([scene["bands"][0], "nosuchband_x"])
+        check_rasters([scene["bands"][0], "nosuchband_x"])
 
 
 def test_instances_per_class_and_sample_layout(positives):
@@ -300,20 +289,20 @@ def test_unknown_classes_are_named_and_counted(scene, scene_region):
     assert ids == {1, 2}
 
 
-@pytest.mark.parametrize("case, match", [
-    ("missing_map", "Vector map <nosuchmap_q> not found"),
-    ("points", "has no areas"),
-    ("no_table", "no attribute table"),
-    ("missing_column", r"no column <kind>.*columns are: cat, class"),
-    ("missing_band", "nosuchband_q"),
-    ("small_tile", "tile_size"),
-    ("big_overlap", "overlap"),
-    ("empty_region", "No areas of vector map"),
+@pytest.mark.parametrize("case, error, match", [
+    ("missing_map", "DatasetError", "Vector map <nosuchmap_q> not found"),
+    ("points", "DatasetError", "has no areas"),
+    ("no_table", "DatasetError", "no attribute table"),
+    ("missing_column", "DatasetError", r"no column <kind>.*columns are: cat, class"),
+    ("missing_band", "DatasetError", "nosuchband_q"),
+    ("small_tile", "ConfigError", "tile_size"),
+    ("big_overlap", "ConfigError", "overlap"),
+    ("empty_region", "DatasetError", "No areas of vector map"),
 ])
-def test_errors(scene, scene_region, monkeypatch, case, match):
+def test_errors(scene, scene_region, monkeypatch, case, error, match):
     import grass.script as gs
-    from maskrcnnlib import grassio
-    from maskrcnnlib.errors import DatasetError
+    from maskrcnnlib import errors
+    from maskrcnnlib.grassio.chips import read_training_chips
 
     arguments = dict(bands=scene["bands"], training_map=scene["areas"],
                      class_column="class", classes=["building", "tree"], tile_size=TILE,
@@ -329,8 +318,8 @@ def test_errors(scene, scene_region, monkeypatch, case, match):
     if case == "empty_region":
         monkeypatch.setenv("GRASS_REGION", gs.region_env(n=20, s=0, w=280, e=300, res=1))
     before = project_state(gs)
-    with pytest.raises(DatasetError, match=match):
-        grassio.read_training_chips(**arguments)
+    with pytest.raises(getattr(errors, error), match=match):
+        read_training_chips(**arguments)
     assert project_state(gs) == before
 
 
@@ -351,9 +340,9 @@ def test_overlapping_polygons_share_no_cell(scene, grass_session, tmp_path, monk
     gs.run_command("v.in.ogr", flags="o", input=str(path), output=name, quiet=True)
     try:
         monkeypatch.setenv("GRASS_REGION", gs.region_env(n=64, s=0, w=0, e=64, res=1))
-        from maskrcnnlib import grassio
+        from maskrcnnlib.grassio.chips import read_training_chips
 
-        samples, summary = grassio.read_training_chips(
+        samples, summary = read_training_chips(
             scene["bands"], name, "class", ["building", "tree"], TILE, OVERLAP)
         (image, masks, class_ids), = samples
         assert list(class_ids) == [1, 2]

@@ -1,4 +1,4 @@
-"""grassio detection I/O (region_info, read_tile_rows, InstanceWriter) in a GRASS project.
+"""Detection I/O of maskrcnnlib.grassio (region_info, read_tile_rows, InstanceWriter).
 
 Regions: BASE is 120 rows x 150 cols at res 1 with north=120, west=0; SHIFTED
 has the same cells at res 2 with north=1240, west=3000 (to catch row/col vs
@@ -85,10 +85,10 @@ def expected_cells(rows=120, cols=150):
 
 
 def write_scene(output, **options):
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.writer import InstanceWriter
 
     first, second, tall, late = scene()
-    writer = grassio.InstanceWriter(output, CLASSES, **options)
+    writer = InstanceWriter(output, CLASSES, **options)
     writer.add(first)
     writer.flush_until(30)
     writer.add(second)
@@ -236,12 +236,12 @@ def test_points_only(grass_session):
 def test_one_map_per_class(grass_session):
     import grass.script as gs
 
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.writer import InstanceWriter
 
     classes = [unique("bldg"), unique("tree"), unique("car")]
     with region_override(**BASE):
         before = project_state(gs)
-        writer = grassio.InstanceWriter(None, classes, per_class=True)
+        writer = InstanceWriter(None, classes, per_class=True)
         first, second, tall, late = scene()
         writer.add(first + second + tall + late)
         count = writer.close()
@@ -264,22 +264,22 @@ def test_one_map_per_class(grass_session):
 
 
 def test_per_class_needs_valid_map_names(grass_session):
-    from maskrcnnlib import grassio
     from maskrcnnlib.errors import DetectionError
+    from maskrcnnlib.grassio.writer import InstanceWriter
 
     with region_override(**BASE), pytest.raises(DetectionError, match="small tree"):
-        grassio.InstanceWriter(None, ["building", "small tree"], per_class=True)
+        InstanceWriter(None, ["building", "small tree"], per_class=True)
 
 
 def test_no_detections_give_an_empty_map_with_its_table(grass_session):
     import grass.script as gs
 
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.writer import InstanceWriter
 
     output = unique("empty")
     with region_override(**BASE):
         before = project_state(gs)
-        writer = grassio.InstanceWriter(output, CLASSES, output_type=("area", "point"))
+        writer = InstanceWriter(output, CLASSES, output_type=("area", "point"))
         writer.flush_until(120)
         assert writer.close() == 0
         after = project_state(gs)
@@ -300,8 +300,8 @@ def test_no_detections_give_an_empty_map_with_its_table(grass_session):
 def test_existing_output_is_kept_without_overwrite_and_replaced_with_it(grass_session):
     import grass.script as gs
 
-    from maskrcnnlib import grassio
     from maskrcnnlib.errors import DetectionError
+    from maskrcnnlib.grassio.writer import InstanceWriter
 
     output = unique("exists")
     gs.write_command("v.in.ascii", input="-", output=output, format="point",
@@ -310,10 +310,10 @@ def test_existing_output_is_kept_without_overwrite_and_replaced_with_it(grass_se
         with region_override(**BASE):
             before = project_state(gs)
             with pytest.raises(DetectionError, match=output):
-                grassio.InstanceWriter(output, CLASSES)
+                InstanceWriter(output, CLASSES)
             assert project_state(gs) == before
             assert gs.vector_info_topo(output)["points"] == 3
-            writer = grassio.InstanceWriter(output, CLASSES, overwrite=True)
+            writer = InstanceWriter(output, CLASSES, overwrite=True)
             writer.add([square(3, 0.5, 1, 1, 3, 3)])
             assert writer.close() == 1
         assert gs.vector_info_topo(output)["points"] == 0
@@ -326,24 +326,24 @@ def test_existing_output_is_kept_without_overwrite_and_replaced_with_it(grass_se
 def test_failure_and_abort_leave_nothing_behind(grass_session, monkeypatch):
     import grass.script as gs
 
-    from maskrcnnlib import grassio, grassio_detect
     from maskrcnnlib.errors import DetectionError
+    from maskrcnnlib.grassio.writer import InstanceWriter
 
     output = unique("failed")
     with region_override(**BASE):
         before = project_state(gs)
-        writer = grassio.InstanceWriter(output, CLASSES, output_type=("area", "point"))
+        writer = InstanceWriter(output, CLASSES, output_type=("area", "point"))
         writer.add(scene()[0])
 
         def broken(self, vector):
             raise DetectionError("table broke")
 
-        monkeypatch.setattr(grassio_detect.InstanceWriter, "_fill_table", broken)
+        monkeypatch.setattr(InstanceWriter, "_fill_table", broken)
         with pytest.raises(DetectionError, match="table broke"):
             writer.close()
         assert project_state(gs) == before
         assert not os.path.exists(writer._grid_path)
-        aborted = grassio.InstanceWriter(output, CLASSES)
+        aborted = InstanceWriter(output, CLASSES)
         aborted.add(scene()[1])
         aborted.abort()
         aborted.abort()
@@ -353,10 +353,10 @@ def test_failure_and_abort_leave_nothing_behind(grass_session, monkeypatch):
 
 
 def test_region_info(grass_session):
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.region import region_info
 
     with region_override(**SHIFTED):
-        assert grassio.region_info() == {
+        assert region_info() == {
             "rows": 120, "cols": 150, "north": 1240.0, "south": 1000.0, "east": 3300.0,
             "west": 3000.0, "nsres": 2.0, "ewres": 2.0}
 
@@ -381,12 +381,12 @@ def markers(grass_session):
 def test_read_tile_rows_gives_the_cells_of_each_tile(markers):
     import grass.script as gs
 
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.rasters import read_tile_rows
 
     grid = [[Tile(row, col, 64, 64) for col in (0, 48, 86)] for row in (0, 56)]
     with region_override(**SHIFTED):
         before = project_state(gs)
-        strips = list(grassio.read_tile_rows(markers, grid))
+        strips = list(read_tile_rows(markers, grid))
         assert project_state(gs) == before
     assert [[tile for tile, _, _ in strip] for strip in strips] == grid
     for strip in strips:
@@ -409,13 +409,13 @@ def test_read_tile_rows_gives_the_cells_of_each_tile(markers):
 def test_read_tile_rows_honours_the_mask_and_leaves_it(markers):
     import grass.script as gs
 
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.rasters import read_tile_rows
 
     with region_override(**SHIFTED):
         gs.run_command("r.mask", raster=markers[0], maskcats="1 thru 10", quiet=True)
         try:
             before = project_state(gs)
-            (strip,) = list(grassio.read_tile_rows(markers[:2], [[Tile(0, 0, 20, 30)]]))
+            (strip,) = list(read_tile_rows(markers[:2], [[Tile(0, 0, 20, 30)]]))
             assert project_state(gs) == before
         finally:
             gs.run_command("r.mask", flags="r", quiet=True)
@@ -425,24 +425,25 @@ def test_read_tile_rows_honours_the_mask_and_leaves_it(markers):
 
 
 def test_read_tile_rows_names_a_missing_raster(markers):
-    from maskrcnnlib import grassio
     from maskrcnnlib.errors import DetectionError
+    from maskrcnnlib.grassio.rasters import read_tile_rows
 
     with region_override(**SHIFTED), pytest.raises(DetectionError, match="nosuchband_y"):
-        next(grassio.read_tile_rows([markers[0], "nosuchband_y"], [[Tile(0, 0, 8, 8)]]))
+        next(read_tile_rows([markers[0], "nosuchband_y"], [[Tile(0, 0, 8, 8)]]))
 
 
 def test_a_failing_step_is_reported_with_its_message(grass_session, monkeypatch):
     import grass.script as gs
 
-    from maskrcnnlib import grassio, grassio_detect
     from maskrcnnlib.errors import DetectionError
+    from maskrcnnlib.grassio import writer as writer_module
+    from maskrcnnlib.grassio.writer import InstanceWriter
 
-    monkeypatch.setattr(grassio_detect, "COLUMNS", "class nosuchtype")
+    monkeypatch.setattr(writer_module, "COLUMNS", "class nosuchtype")
     output = unique("badtable")
     with region_override(**BASE):
         before = project_state(gs)
-        writer = grassio.InstanceWriter(output, CLASSES)
+        writer = InstanceWriter(output, CLASSES)
         writer.add(scene()[0])
         with pytest.raises(DetectionError, match="(?s)db.execute.*no such column: class_id"):
             writer.close()
@@ -452,10 +453,10 @@ def test_a_failing_step_is_reported_with_its_message(grass_session, monkeypatch)
 def test_an_object_cut_in_two_keeps_its_larger_part(grass_session):
     """A better object cuts a bar in two (and a cell touches it by a corner only): the
     bar keeps its larger 4-connected part, so it becomes one area."""
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.writer import InstanceWriter
 
     with region_override(**BASE):
-        writer = grassio.InstanceWriter(unique("cut"), CLASSES)
+        writer = InstanceWriter(unique("cut"), CLASSES)
         try:
             bar = np.ones((2, 31), bool)
             corner = np.zeros((4, 4), bool)
@@ -512,6 +513,6 @@ def test_small_holes_are_filled_courtyards_and_other_objects_stay(grass_session)
 
 
 def grassio_writer(name):
-    from maskrcnnlib import grassio
+    from maskrcnnlib.grassio.writer import InstanceWriter
 
-    return grassio.InstanceWriter(name, CLASSES)
+    return InstanceWriter(name, CLASSES)

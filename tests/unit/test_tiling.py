@@ -115,6 +115,16 @@ def test_grid_offsets_are_hand_computed_and_last_tile_ends_at_the_edge():
     assert grid[-1][-1].row_end == 200 and grid[-1][-1].col_end == 150
 
 
+def test_tile_origins_step_by_the_stride_and_the_last_ends_at_the_edge():
+    from maskrcnnlib.tiling import tile_origins
+
+    # stride 64 - 16 = 48; the last origin moves back to length - 64
+    assert tile_origins(300, 64, 16) == [0, 48, 96, 144, 192, 236]
+    assert tile_origins(112, 64, 16) == [0, 48]
+    assert tile_origins(64, 64, 16) == [0]
+    assert tile_origins(30, 64, 16) == [0]
+
+
 def test_grid_fits_exactly_and_covers_every_cell():
     grid = tile_grid(112, 64, 64, 16)
     assert grid == [[Tile(0, 0, 64, 64)], [Tile(48, 0, 64, 64)]]

@@ -1,18 +1,12 @@
-"""Detection I/O with GRASS: band strips in, instances out as a vector map.
+"""Detected instances written into a GRASS vector map (or one map per class), streaming.
 
-Part of :mod:`maskrcnnlib.grassio` (its names are re-exported there, so
-callers write ``grassio.read_tile_rows``); kept in its own file for size.
-Like the rest of grassio, everything works in the current computational
-region, never changes it nor the MASK, and raises
+Like the rest of :mod:`maskrcnnlib.grassio`, the writer works in the current
+computational region, never changes it nor the MASK, and raises
 :class:`maskrcnnlib.errors.DetectionError` instead of calling ``gs.fatal``.
-
-Coordinate order (as in grassio):
-
-* region cells ``(row, col)``: row 0 is the northern edge (rows grow
-  southwards), col 0 the western edge (cols grow eastwards);
-* image arrays are ``[y, x, band]`` with ``y`` = row and ``x`` = col;
-* map coordinates of a cell centre: east = west + (col + 0.5) * ewres,
-  north = north - (row + 0.5) * nsres.
+Instances are in region cells: ``mask[y, x]`` is region cell
+``(row0 + y, col0 + x)``, rows from the northern edge, columns from the
+western edge; a cell centre lies at east = west + (col + 0.5) * ewres,
+north = north - (row + 0.5) * nsres.
 """
 import mmap
 import os
@@ -26,7 +20,8 @@ from scipy import ndimage
 import grass.script as gs
 
 from maskrcnnlib.errors import DetectionError
-from maskrcnnlib.grassio import _temporary_name, _window_env
+from maskrcnnlib.grassio.maps import exists_here, remove_maps, temporary_name
+from maskrcnnlib.grassio.region import window_env
 
 OUTPUT_TYPES = ("area", "point")
 # an instance with more than this share of its cells already taken is a duplicate
@@ -36,92 +31,6 @@ HOLE_SHARE = 0.01
 COLUMNS = "class text, class_id integer, score double precision, area double precision"
 # Vector names end up as SQL table names: keep them SQL-safe.
 _VECTOR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-
-
-def region_info():
-    """The current region: rows, cols (int); north, south, east, west, nsres, ewres (float)."""
-    region = gs.region()
-    info = {key: int(region[key]) for key in ("rows", "cols")}
-    info.update({name: float(region[key]) for name, key in (
-        ("north", "n"), ("south", "s"), ("east", "e"), ("west", "w"),
-        ("nsres", "nsres"), ("ewres", "ewres"))})
-    return info
-
-
-def _check_bands(bands):
-    names = list(bands or [])
-    if not names:
-        raise DetectionError("No raster maps given (bands)")
-    full, missing = [], []
-    for name in names:
-        found = gs.find_file(name, element="cell")["fullname"]
-        (full if found else missing).append(found or name)
-    if missing:
-        raise DetectionError("Raster map{} not found: {}".format(
-            "s" if len(missing) > 1 else "", ", ".join("<{}>".format(n) for n in missing)))
-    return full
-
-
-def _read_band(name, env, shape):
-    """float32 array ``shape`` = [rows, cols] (y down, x right) in env's window; null -> NaN."""
-    handle, path = tempfile.mkstemp(prefix="maskrcnn_", suffix=".bin")
-    os.close(handle)
-    try:
-        gs.run_command("r.out.bin", flags="f", input=name, output=path, bytes=4, null="nan",
-                       order="native", quiet=True, env=env, overwrite=True)
-        return np.fromfile(path, dtype=np.float32).reshape(shape)
-    finally:
-        os.remove(path)
-
-
-def read_tile_rows(bands, tile_rows):
-    """Images of tiles, read one strip of region rows per row of tiles.
-
-    Args:
-        bands: raster map names, one per image band, in order.
-        tile_rows: iterable of lists of tiles (e.g. ``tiling.tile_grid``); a tile
-            has ``row``, ``col`` (region cell of its first cell) and ``height``,
-            ``width`` (cells), all inside the current region.
-
-    Yields, per list of tiles, a list of ``(tile, image, valid)``: image float32
-    ``[height, width, len(bands)]`` indexed ``[y=row - tile.row, x=col - tile.col,
-    band]``; valid bool ``[height, width]``, False where any band is null (or
-    under the MASK). Null cells are 0 in image. One strip (the rows the list
-    spans, the full region width, all bands) is in memory at a time.
-
-    Raises:
-        DetectionError: a band is missing, or a tile lies outside the region.
-    """
-    names = _check_bands(bands)
-    region = gs.region()
-    rows, cols = int(region["rows"]), int(region["cols"])
-    for tiles in tile_rows:
-        tiles = list(tiles)
-        if not tiles:
-            yield []
-            continue
-        for tile in tiles:
-            if (tile.row < 0 or tile.col < 0 or tile.height < 1 or tile.width < 1
-                    or tile.row + tile.height > rows or tile.col + tile.width > cols):
-                raise DetectionError("Tile {} lies outside the region of {} x {} cells".format(
-                    tuple(tile), rows, cols))
-        top = min(tile.row for tile in tiles)
-        height = max(tile.row + tile.height for tile in tiles) - top
-        env = _window_env(region, top, 0, height, cols)
-        image = np.empty((height, cols, len(names)), np.float32)
-        valid = np.ones((height, cols), bool)
-        for index, name in enumerate(names):
-            band = _read_band(name, env, (height, cols))
-            null = np.isnan(band)
-            valid &= ~null
-            band[null] = 0.0
-            image[:, :, index] = band
-        yield [(tile,
-                image[tile.row - top:tile.row - top + tile.height,
-                      tile.col:tile.col + tile.width].copy(),
-                valid[tile.row - top:tile.row - top + tile.height,
-                      tile.col:tile.col + tile.width].copy())
-               for tile in tiles]
 
 
 def _largest_part(cells):
@@ -222,7 +131,7 @@ class InstanceWriter:
         self._rows, self._cols = int(region["rows"]), int(region["cols"])
         self._nsres, self._ewres = float(region["nsres"]), float(region["ewres"])
         self._north, self._west = float(region["n"]), float(region["w"])
-        self._env = _window_env(region, 0, 0, self._rows, self._cols)
+        self._env = window_env(region, 0, 0, self._rows, self._cols)
         self._records = []  # per category - 1: [class_id, score, cells, mean row, mean col]
         self._dropped = self._duplicates = 0
         self._temporaries = {"raster": [], "vector": []}
@@ -290,7 +199,7 @@ class InstanceWriter:
                     "<{}> is not a valid vector map name (letters, digits and _, starting "
                     "with a letter){}".format(name, "; give an output map name instead of "
                                              "one map per class" if self.per_class else ""))
-            if not self.overwrite and _exists("vector", name):
+            if not self.overwrite and exists_here("vector", name):
                 raise DetectionError("Vector map <{}> exists; use overwrite to replace "
                                      "it".format(name))
         return names
@@ -373,7 +282,7 @@ class InstanceWriter:
             raise DetectionError("The instance writer is already closed")
 
     def _temporary(self, kind, purpose):
-        name = _temporary_name(purpose)
+        name = temporary_name(purpose)
         self._temporaries[kind].append(name)  # before creation: removed even if half made
         return name
 
@@ -481,7 +390,7 @@ class InstanceWriter:
 
     def _rename(self, built):
         """Move the temporaries onto the final names (replacing old maps if overwrite)."""
-        existing = [name for name in built if _exists("vector", name)]
+        existing = [name for name in built if exists_here("vector", name)]
         if existing and not self.overwrite:
             raise DetectionError("Vector map <{}> exists; use overwrite to replace it".format(
                 existing[0]))
@@ -507,13 +416,6 @@ class InstanceWriter:
         """Remove the id grid file and every temporary map that exists."""
         self._release_grid()
         for kind, names in self._temporaries.items():
-            names = [name for name in names if _exists(kind, name)]
-            if names:
-                gs.run_command("g.remove", flags="f", type=kind, name=names, quiet=True)
+            remove_maps(kind, names)
         self._temporaries = {"raster": [], "vector": []}
 
-
-def _exists(kind, name):
-    """Whether a raster ("raster") or vector ("vector") map ``name`` is in the current mapset."""
-    element = "cell" if kind == "raster" else "vector"
-    return bool(gs.find_file(name, element=element, mapset=".")["fullname"])

@@ -1,0 +1,107 @@
+"""Raster maps: found by name, read in windows, and read as strips of tiles for detection.
+
+Arrays are ``[y, x]`` (or ``[y, x, band]``) with y = region row (south is
+down) and x = region column (east is right); see :mod:`maskrcnnlib.grassio`.
+"""
+import os
+import tempfile
+
+import numpy as np
+
+import grass.script as gs
+
+from maskrcnnlib.errors import DatasetError, DetectionError
+from maskrcnnlib.grassio.region import window_env
+
+
+def check_rasters(names, error=DatasetError):
+    """Full names (``name@mapset``) of raster maps, in the order given.
+
+    Raises ``error`` (DatasetError for training data, DetectionError for
+    detection inputs) naming every map of ``names`` that is not found in the
+    mapset search path, or when ``names`` is empty.
+    """
+    names = list(names or [])
+    if not names:
+        raise error("No raster maps given (bands)")
+    full, missing = [], []
+    for name in names:
+        found = gs.find_file(name, element="cell")
+        if found["fullname"]:
+            full.append(found["fullname"])
+        else:
+            missing.append(name)
+    if missing:
+        raise error("Raster map{} not found: {}".format(
+            "s" if len(missing) > 1 else "",
+            ", ".join("<{}>".format(name) for name in missing)))
+    return full
+
+
+def read_raster(name, env, shape, dtype=np.float32, null=0):
+    """Cells of a raster in env's window (see region.window_env), as an array.
+
+    shape: [rows, cols] of the window (y down, x right). dtype: np.float32
+    (bands) or np.int32 (categories). null: what null cells (and cells under
+    the MASK) read as: a number, or "nan" with float32.
+    """
+    handle, path = tempfile.mkstemp(prefix="maskrcnn_", suffix=".bin")
+    os.close(handle)
+    try:
+        gs.run_command("r.out.bin", flags="i" if dtype == np.int32 else "f", input=name,
+                       output=path, bytes=4, null=null, order="native", quiet=True, env=env,
+                       overwrite=True)
+        return np.fromfile(path, dtype=dtype).reshape(shape)
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def read_tile_rows(bands, tile_rows):
+    """Images of tiles, read one strip of region rows per row of tiles.
+
+    Args:
+        bands: raster map names, one per image band, in order.
+        tile_rows: iterable of lists of tiles (e.g. ``tiling.tile_grid``); a tile
+            has ``row``, ``col`` (region cell of its first cell) and ``height``,
+            ``width`` (cells), all inside the current region.
+
+    Yields, per list of tiles, a list of ``(tile, image, valid)``: image float32
+    ``[height, width, len(bands)]`` indexed ``[y=row - tile.row, x=col - tile.col,
+    band]``; valid bool ``[height, width]``, False where any band is null (or
+    under the MASK). Null cells are 0 in image. One strip (the rows the list
+    spans, the full region width, all bands) is in memory at a time.
+
+    Raises:
+        DetectionError: a band is missing, or a tile lies outside the region.
+    """
+    names = check_rasters(bands, error=DetectionError)
+    region = gs.region()
+    rows, cols = int(region["rows"]), int(region["cols"])
+    for tiles in tile_rows:
+        tiles = list(tiles)
+        if not tiles:
+            yield []
+            continue
+        for tile in tiles:
+            if (tile.row < 0 or tile.col < 0 or tile.height < 1 or tile.width < 1
+                    or tile.row + tile.height > rows or tile.col + tile.width > cols):
+                raise DetectionError("Tile {} lies outside the region of {} x {} cells".format(
+                    tuple(tile), rows, cols))
+        top = min(tile.row for tile in tiles)
+        height = max(tile.row + tile.height for tile in tiles) - top
+        env = window_env(region, top, 0, height, cols)
+        image = np.empty((height, cols, len(names)), np.float32)
+        valid = np.ones((height, cols), bool)
+        for index, name in enumerate(names):
+            band = read_raster(name, env, (height, cols), null="nan")
+            null = np.isnan(band)
+            valid &= ~null
+            band[null] = 0.0
+            image[:, :, index] = band
+        yield [(tile,
+                image[tile.row - top:tile.row - top + tile.height,
+                      tile.col:tile.col + tile.width].copy(),
+                valid[tile.row - top:tile.row - top + tile.height,
+                      tile.col:tile.col + tile.width].copy())
+               for tile in tiles]

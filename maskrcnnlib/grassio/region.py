@@ -1,0 +1,40 @@
+"""The current computational region, and windows of it for single commands.
+
+A window is a rectangle of region cells handed to one GRASS command through
+``GRASS_REGION`` in a copied environment; the user's region is never changed.
+Rows count from the northern edge, columns from the western edge (see
+:mod:`maskrcnnlib.grassio`).
+"""
+import os
+
+import grass.script as gs
+
+
+def region_info():
+    """The current region: rows, cols (int); north, south, east, west, nsres, ewres (float)."""
+    region = gs.region()
+    info = {key: int(region[key]) for key in ("rows", "cols")}
+    info.update({name: float(region[key]) for name, key in (
+        ("north", "n"), ("south", "s"), ("east", "e"), ("west", "w"),
+        ("nsres", "nsres"), ("ewres", "ewres"))})
+    return info
+
+
+def window_env(region, row, col, rows, cols):
+    """Environment whose GRASS_REGION is a window of ``region`` (a ``gs.region()`` dict).
+
+    The window starts at region row ``row`` / column ``col`` (from the north-west
+    corner) and has ``rows`` x ``cols`` cells of the region's resolution. Built
+    here rather than with gs.region_env to spare a g.region run per window.
+    """
+    nsres, ewres = float(region["nsres"]), float(region["ewres"])
+    north = float(region["n"]) - row * nsres
+    west = float(region["w"]) + col * ewres
+    fields = [("proj", region.get("projection", 0)), ("zone", region.get("zone", 0)),
+              ("north", repr(north)), ("south", repr(north - rows * nsres)),
+              ("east", repr(west + cols * ewres)), ("west", repr(west)),
+              ("cols", cols), ("rows", rows), ("e-w resol", repr(ewres)),
+              ("n-s resol", repr(nsres))]
+    env = dict(os.environ)
+    env["GRASS_REGION"] = "".join("{}: {};".format(key, value) for key, value in fields)
+    return env
