@@ -266,15 +266,14 @@ def make_job(options, flags, classes):
 
 def main(options, flags):
     classes = check_options(options, flags)
-    if int(options["overlap"]) * 2 >= int(options["tile_size"]):
-        gs.fatal(_("overlap ({}) must be less than half of tile_size ({})").format(
-            options["overlap"], options["tile_size"]))
     find_library()
     from maskrcnnlib.errors import MaskRCNNError
     from maskrcnnlib.quiet import import_tensorflow
     from maskrcnnlib.detect import run_detect_job
+    from maskrcnnlib.tiling import check_tiling
 
     try:
+        check_tiling(int(options["tile_size"]), int(options["overlap"]))
         import_tensorflow()  # TensorFlow's own logs kept off the output (unless --verbose)
         run_detect_job(make_job(options, flags, classes), message=gs.message, percent=gs.percent,
                        warning=gs.warning)

@@ -346,9 +346,6 @@ def check_options(options, flags):
             min_dim, max_dim))
     if options["anchor_scales"] and len(int_list(options["anchor_scales"])) != 5:
         gs.fatal(_("anchor_scales takes 5 sizes, one per pyramid level"))
-    if int(options["overlap"]) * 2 >= int(options["tile_size"]):
-        gs.fatal(_("overlap ({}) must be less than half of tile_size ({})").format(
-            options["overlap"], options["tile_size"]))
     return classes
 
 
@@ -387,9 +384,11 @@ def main(options, flags):
     find_library()
     from maskrcnnlib.errors import MaskRCNNError
     from maskrcnnlib.quiet import import_tensorflow
+    from maskrcnnlib.tiling import check_tiling
     from maskrcnnlib.train_job import run_train_job
 
     try:
+        check_tiling(int(options["tile_size"]), int(options["overlap"]))
         import_tensorflow()  # TensorFlow's own logs kept off the output (unless --verbose)
         result = run_train_job(make_job(options, flags, classes), message=gs.message,
                                percent=gs.percent)
