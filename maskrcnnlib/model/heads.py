@@ -10,6 +10,8 @@ same math (and, for batch norm in training mode, the same statistics over
 all ROIs as Keras 2's reshape-based TimeDistributed) with one conv call.
 """
 
+import inspect
+
 import keras
 from keras import layers, ops
 
@@ -39,7 +41,8 @@ class RoiDistributed(layers.Wrapper):
     def call(self, inputs, training=None):
         shape = ops.shape(inputs)
         folded = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
-        if self.layer._call_has_training_arg:
+        # the test Keras itself makes on the signature of call, by public means
+        if "training" in inspect.signature(self.layer.call).parameters:
             out = self.layer(folded, training=training)
         else:
             out = self.layer(folded)

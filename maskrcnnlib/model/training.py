@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from maskrcnnlib.model import compat
 from maskrcnnlib.model.losses import (mrcnn_bbox_loss, mrcnn_class_loss, mrcnn_mask_loss,
                                       rpn_bbox_loss, rpn_class_loss)
 from maskrcnnlib.model.maskrcnn import build_training_graph
@@ -65,8 +66,11 @@ def set_trainable_stage(model, stage):
             layer.trainable = group in groups
 
 
-class MaskRCNNTrainer(keras.Model):
-    """Functional training graph with a train_step computing the named losses."""
+class MaskRCNNTrainer(compat.BuildsOnFirstReplica, keras.Model):
+    """Functional training graph with a train_step computing the named losses.
+
+    Built under tf.distribute, it builds on the first replica's batch (compat).
+    """
 
     def __init__(self, config, seed=None, **kwargs):
         inputs, outputs = build_training_graph(config, seed=seed)
@@ -99,20 +103,6 @@ class MaskRCNNTrainer(keras.Model):
         }
         total = sum(self.loss_weights_by_name[key] * losses[key] for key in LOSS_KEYS)
         return losses, total
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Keras builds the metrics and optimizer on a batch it averages over the
-        replicas, which fails when replicas' batches are padded to different sizes
-        (ground truth is padded per batch): build on the first replica's batch."""
-        if iterator is not None and data_batch is None and \
-                self._distribute_strategy is not None:
-            for _, _, it in iterator:
-                local = self._distribute_strategy.experimental_local_results
-                data_batch = tf.nest.map_structure(
-                    lambda x: local(x)[0] if isinstance(x, tf.distribute.DistributedValues)
-                    else x, next(it))
-                break
-        return super()._maybe_symbolic_build(data_batch=data_batch)
 
     def weight_decay(self):
         """matterport's L2 term over trainable kernels and biases."""
@@ -160,28 +150,16 @@ class MaskRCNNTrainer(keras.Model):
         self.loss_trackers["loss"].update_state(total * scale + decay)
         self.loss_trackers["weight_decay"].update_state(decay)
         results = {key: tracker.result() for key, tracker in self.loss_trackers.items()}
-        if self._multi_worker():
+        if compat.is_multi_worker(tf.distribute.get_strategy()):
             # Keras averages multi-worker step results over axis 0, which a scalar
             # lacks: give them one (the average comes back as a scalar)
             results = {key: ops.reshape(value, (1,)) for key, value in results.items()}
         return results
 
-    def _multi_worker(self):
-        strategy = tf.distribute.get_strategy()
-        return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
-            strategy.extended._in_multi_worker_mode()
 
-
-class _SummedSGD(keras.optimizers.SGD):
-    """SGD for gradients that train_step has already summed over the replicas.
-
-    Keras sums the replicas' gradients after clipping each replica's own; ours come
-    summed (the same on every replica), so clipping and accumulation see the whole
-    batch's gradient, and the summing here must not happen a second time.
-    """
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        return list(grads_and_vars)
+class _SummedSGD(compat.GradientsAlreadySummed, keras.optimizers.SGD):
+    """SGD for gradients that train_step has already summed over the replicas, so
+    that clipping and accumulation see the whole batch's gradient."""
 
 
 def make_optimizer(config, learning_rate=None):
