@@ -20,7 +20,6 @@ from maskrcnnlib.errors import TrainingError
 from maskrcnnlib.model.training import LOSS_KEYS, MaskRCNNTrainer, compile_trainer, \
     set_trainable_stage
 from maskrcnnlib.modelcard import read_card, write_card
-from maskrcnnlib.train_job import prepare_logs
 from maskrcnnlib.weights import HEAD_LAYERS, load_weights_h5, save_weights_h5
 
 @dataclass
@@ -224,25 +223,19 @@ def replica_datasets(strategy, data, config, seed, augment, shuffle=True):
     return strategy.distribute_datasets_from_function(make)
 
 
-def train(config, train_data, logs, name, validation_data=None, initial_weights=None,
-          exclude_heads=False, seed=None, augment=False, card_extra=None,
-          message=print, percent=lambda *args: None, placement=None):
+def train(config, train_data, logs, name, placement, validation_data=None,
+          initial_weights=None, exclude_heads=False, seed=None, augment=False, card_extra=None,
+          message=print, percent=lambda *args: None):
     """Train and write checkpoints; returns a TrainingResult.
 
     config: a validated Config (epochs, steps_per_epoch, validation_steps, ...).
     train_data / validation_data: datasets with len() and load(i) -> sample.
+    logs: a writable directory (maskrcnnlib.train_job prepares it).
+    placement: the maskrcnnlib.distribute.Placement to train with (the job makes
+    it from config.gpu_count and TF_CONFIG). Only its chief writes into logs.
     initial_weights: .h5 to start from; one of our checkpoints resumes at its epoch.
-    placement: a maskrcnnlib.distribute.Placement; by default the one of
-    config.gpu_count (and TF_CONFIG). Only its chief writes into logs.
     Raises TrainingError (NaN loss: the last good checkpoint stays).
     """
-    if placement is None:
-        from maskrcnnlib.distribute import training_placement
-
-        placement = training_placement(config.gpu_count)
-        message(placement.description)
-    if placement.is_chief:
-        prepare_logs(logs)
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
         # same seed, same losses: also fix the order of floating-point sums in

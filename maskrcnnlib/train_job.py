@@ -1,7 +1,9 @@
 """One training run as i.ann.maskrcnn.train describes it: data, model settings, output.
 
-The module turns its options into a TrainJob and calls run_train_job; everything
-else (datasets, normalization, anchors, resume, checkpoints) happens here.
+The module turns its options into a TrainJob and calls run_train_job. The job is
+prepared here, each step once (logs directory, datasets, normalization, anchors,
+the Config, resume checks, device placement); maskrcnnlib.train.train then runs
+the training loop with what was prepared, and never imports this module.
 """
 import os
 from dataclasses import dataclass, field
@@ -231,7 +233,7 @@ def run_train_job(job, message=print, percent=lambda *a: None):
                     ",".join(config.class_names),
                     ",".join(str(s) for s in config.rpn_anchor_scales)))
     extra = {"training_data": summary, "seed": job.seed, "augment": job.augment}
-    return train(config, training, job.logs, job.name, validation_data=validation,
+    return train(config, training, job.logs, job.name, placement, validation_data=validation,
                  initial_weights=job.initial_weights, exclude_heads=job.exclude_heads,
                  seed=job.seed, augment=job.augment, card_extra=extra, message=message,
-                 percent=percent, placement=placement)
+                 percent=percent)
