@@ -69,15 +69,13 @@ def rpn_class_loss(rpn_match, rpn_class_logits):
     return _masked_mean(loss, rpn_match != 0)
 
 
-def rpn_bbox_loss(target_bbox, rpn_match, rpn_bbox, images_per_gpu=None):
+def rpn_bbox_loss(target_bbox, rpn_match, rpn_bbox):
     """Smooth L1 between the RPN's deltas and their targets, over positive anchors.
 
     target_bbox: [B, M, 4] targets of each image's positive anchors packed at the front
         (the k-th positive anchor in anchor order owns row k), zero padded.
     rpn_match: [B, A, 1] or [B, A]; rpn_bbox: [B, A, 4] predicted deltas.
-    images_per_gpu: accepted for matterport's signature; unused (any batch size works).
     """
-    del images_per_gpu
     positive = _squeeze_match(rpn_match) == 1
     rank = ops.cumsum(ops.cast(positive, "int32"), axis=1) - 1
     rank = ops.clip(rank, 0, ops.shape(target_bbox)[1] - 1)
@@ -136,22 +134,22 @@ def mrcnn_mask_loss(target_masks, target_class_ids, pred_masks):
     return _masked_mean(loss, (class_ids > 0)[:, :, None, None])
 
 
-def compute_losses(rpn_match, rpn_bbox_targets, rpn_class_logits, rpn_bbox,
-                   target_class_ids, target_bbox, target_masks,
-                   mrcnn_class_logits, mrcnn_bbox, mrcnn_mask, active_class_ids):
-    """All five losses, named as matterport's (without the ``_loss`` suffix).
+def training_losses(outputs):
+    """The five losses by name (rpn_class, rpn_bbox, mrcnn_class, mrcnn_bbox, mrcnn_mask)
+    from the outputs of maskrcnnlib.model.maskrcnn.build_training_graph (a dict).
 
-    Shapes as in the single losses: rpn_match [B, A(, 1)], rpn_bbox_targets [B, M, 4],
-    rpn_class_logits [B, A, 2], rpn_bbox [B, A, 4], target_class_ids [B, R],
-    target_bbox [B, R, 4], target_masks [B, R, h, w], mrcnn_class_logits [B, R, C],
-    mrcnn_bbox [B, R, C, 4], mrcnn_mask [B, R, h, w, C], active_class_ids [B, C].
-    Returns a dict rpn_class, rpn_bbox, mrcnn_class, mrcnn_bbox, mrcnn_mask of scalars.
+    The mask branch ran on the positive ROIs only, so the mask loss takes their rows
+    (target_masks, mask_class_ids, mrcnn_mask), not target_class_ids.
     """
     return {
-        "rpn_class": rpn_class_loss(rpn_match, rpn_class_logits),
-        "rpn_bbox": rpn_bbox_loss(rpn_bbox_targets, rpn_match, rpn_bbox),
-        "mrcnn_class": mrcnn_class_loss(target_class_ids, mrcnn_class_logits,
-                                        active_class_ids),
-        "mrcnn_bbox": mrcnn_bbox_loss(target_bbox, target_class_ids, mrcnn_bbox),
-        "mrcnn_mask": mrcnn_mask_loss(target_masks, target_class_ids, mrcnn_mask),
+        "rpn_class": rpn_class_loss(outputs["rpn_match"], outputs["rpn_class_logits"]),
+        "rpn_bbox": rpn_bbox_loss(outputs["rpn_bbox_targets"], outputs["rpn_match"],
+                                  outputs["rpn_bbox"]),
+        "mrcnn_class": mrcnn_class_loss(outputs["target_class_ids"],
+                                        outputs["mrcnn_class_logits"],
+                                        outputs["active_class_ids"]),
+        "mrcnn_bbox": mrcnn_bbox_loss(outputs["target_bbox"], outputs["target_class_ids"],
+                                      outputs["mrcnn_bbox"]),
+        "mrcnn_mask": mrcnn_mask_loss(outputs["target_masks"], outputs["mask_class_ids"],
+                                      outputs["mrcnn_mask"]),
     }

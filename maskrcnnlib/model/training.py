@@ -19,8 +19,7 @@ import tensorflow as tf
 from keras import ops
 
 from maskrcnnlib.model import compat
-from maskrcnnlib.model.losses import (mrcnn_bbox_loss, mrcnn_class_loss, mrcnn_mask_loss,
-                                      rpn_bbox_loss, rpn_class_loss)
+from maskrcnnlib.model.losses import training_losses
 from maskrcnnlib.model.maskrcnn import build_training_graph
 
 LOSS_KEYS = ("rpn_class", "rpn_bbox", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask")
@@ -87,20 +86,7 @@ class MaskRCNNTrainer(compat.BuildsOnFirstReplica, keras.Model):
         return list(self.loss_trackers.values())
 
     def _objective(self, data, training):
-        out = self(data, training=training)
-        losses = {
-            "rpn_class": rpn_class_loss(out["rpn_match"], out["rpn_class_logits"]),
-            "rpn_bbox": rpn_bbox_loss(out["rpn_bbox_targets"], out["rpn_match"],
-                                      out["rpn_bbox"]),
-            "mrcnn_class": mrcnn_class_loss(out["target_class_ids"],
-                                            out["mrcnn_class_logits"],
-                                            out["active_class_ids"]),
-            "mrcnn_bbox": mrcnn_bbox_loss(out["target_bbox"], out["target_class_ids"],
-                                          out["mrcnn_bbox"]),
-            # the mask branch ran on the positive ROIs only (PositiveRows)
-            "mrcnn_mask": mrcnn_mask_loss(out["target_masks"], out["mask_class_ids"],
-                                          out["mrcnn_mask"]),
-        }
+        losses = training_losses(self(data, training=training))
         total = sum(self.loss_weights_by_name[key] * losses[key] for key in LOSS_KEYS)
         return losses, total
 

@@ -1,4 +1,8 @@
-"""Losses: hand-computed values, ~0 for perfect predictions, 0 when nothing takes part."""
+"""Losses: hand-computed values, ~0 for perfect predictions, 0 when nothing takes part.
+
+The five losses together are taken through losses.training_losses, the assembly the
+trainer's train_step uses, from the training graph's outputs.
+"""
 import math
 
 import numpy as np
@@ -27,7 +31,7 @@ def test_rpn_bbox_loss_packs_targets_per_image():
     pred = np.zeros((2, 4, 4), np.float32)
     pred[0, 0] = 9  # not positive: ignored
     expected = (0.125 + 1.5 + 2.5) / 12  # 3 positives x 4 coordinates
-    got = float(losses.rpn_bbox_loss(targets, match[..., None], pred, 2))
+    got = float(losses.rpn_bbox_loss(targets, match[..., None], pred))
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
@@ -77,10 +81,13 @@ def test_perfect_predictions_give_about_zero_and_empty_sets_give_zero():
     target_masks = np.zeros((1, 3, 2, 2), np.float32)
     target_masks[0, 0, 0] = 1
     pred_masks = np.repeat(target_masks[..., None], 3, axis=-1)
-    result = losses.compute_losses(match, rpn_targets, logits.astype(np.float32), rpn_bbox,
-                                   class_ids, target_bbox, target_masks,
-                                   class_logits.astype(np.float32), pred_bbox, pred_masks,
-                                   np.ones((1, 3), np.float32))
+    result = losses.training_losses({
+        "rpn_match": match, "rpn_bbox_targets": rpn_targets,
+        "rpn_class_logits": logits.astype(np.float32), "rpn_bbox": rpn_bbox,
+        "target_class_ids": class_ids, "target_bbox": target_bbox,
+        "mrcnn_class_logits": class_logits.astype(np.float32), "mrcnn_bbox": pred_bbox,
+        "active_class_ids": np.ones((1, 3), np.float32),
+        "target_masks": target_masks, "mask_class_ids": class_ids, "mrcnn_mask": pred_masks})
     assert sorted(result) == ["mrcnn_bbox", "mrcnn_class", "mrcnn_mask", "rpn_bbox",
                               "rpn_class"]
     for name, value in result.items():
@@ -93,3 +100,23 @@ def test_perfect_predictions_give_about_zero_and_empty_sets_give_zero():
     assert float(losses.mrcnn_bbox_loss(target_bbox, background, pred_bbox)) == 0.0
     assert float(losses.mrcnn_mask_loss(target_masks, background, pred_masks)) == 0.0
     assert float(losses.mrcnn_class_loss(class_ids, class_logits, np.zeros((1, 3)))) == 0.0
+
+
+def test_the_mask_loss_reads_the_positive_rows_of_the_mask_branch():
+    """The training graph runs the mask head on the positive ROIs only: their class ids
+    come as mask_class_ids (rows unlike target_class_ids'), and the mask loss uses them."""
+    target_masks = np.ones((1, 2, 2, 2), np.float32)
+    pred_masks = np.full((1, 2, 2, 2, 3), 0.5, np.float32)
+    pred_masks[0, 0, :, :, 2] = 0.25  # ROI 0, class 2: log(4) per pixel
+    outputs = {
+        "rpn_match": np.zeros((1, 4), np.int32), "rpn_bbox_targets": np.zeros((1, 4, 4)),
+        "rpn_class_logits": np.zeros((1, 4, 2), np.float32), "rpn_bbox": np.zeros((1, 4, 4)),
+        "target_class_ids": np.array([[1, 1, 0]], np.int32),
+        "target_bbox": np.zeros((1, 3, 4), np.float32),
+        "mrcnn_class_logits": np.zeros((1, 3, 3), np.float32),
+        "mrcnn_bbox": np.zeros((1, 3, 3, 4), np.float32),
+        "active_class_ids": np.ones((1, 3), np.float32),
+        "target_masks": target_masks, "mask_class_ids": np.array([[2, 0]], np.int32),
+        "mrcnn_mask": pred_masks}
+    got = float(losses.training_losses(outputs)["mrcnn_mask"])
+    np.testing.assert_allclose(got, math.log(4), rtol=1e-5)  # only ROI 0 is positive
