@@ -501,16 +501,3 @@ def _union_of(views):
         mask[v.row0 - row0:v.row1 - row0, v.col0 - col0:v.col1 - col0] |= v.mask
     best = max(views, key=lambda v: v.score)  # cross-class groups take the best class
     return Instance(best.class_id, best.score, row0, col0, mask)
-
-
-def merge_tile_rows(grid, instance_rows, iou_threshold=0.5, ios_threshold=0.8):
-    """Yield merged Instances while `instance_rows` (one list of views per tile row) is consumed.
-
-    Each instance is yielded as soon as it is finished (see SeamMerger), so a
-    lazy `instance_rows` keeps only one tile row of detections in memory.
-    """
-    merger = SeamMerger(grid, iou_threshold, ios_threshold)
-    for views in instance_rows:
-        merger.add_row(views)
-        yield from merger.pop_finished()
-    yield from merger.finish()

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from maskrcnnlib.errors import ConfigError
-from maskrcnnlib.tiling import (Instance, SeamMerger, Tile, instances_from_tile,
-                                merge_tile_rows, tile_grid)
+from maskrcnnlib.tiling import Instance, SeamMerger, Tile, instances_from_tile, tile_grid
 
 # ---------------------------------------------------------------- helpers
 
@@ -99,7 +98,12 @@ def assert_one_instance_per_object(merged, objects, shape, scores=None):
 
 
 def merge_all(grid, rows, **kwargs):
-    return list(merge_tile_rows(grid, rows, **kwargs))
+    """Feed the tile rows to a SeamMerger as detect does, collecting what it finishes."""
+    merger, merged = SeamMerger(grid, **kwargs), []
+    for views in rows:
+        merger.add_row(views)
+        merged += merger.pop_finished()
+    return merged + list(merger.finish())
 
 
 # ---------------------------------------------------------------- grid geometry
