@@ -345,6 +345,21 @@ def _assign(layer_name, plan, path, extra_bands, report):
 
 # -------------------------------------------------------------- inspect --
 
+def file_layout(path):
+    """{layer: [(weight name, shape tuple), ...]} of every layer group in a weights
+    file, in file order (layers without weights map to []). Raises ModelFileError
+    for an unreadable or non-Keras file."""
+    path = os.fspath(path)
+    f, root = _open(path)
+    with f:
+        layout = {}
+        for name in _read_names_attr(root, "layer_names"):
+            if name in root:
+                layout[name] = [(weight, tuple(dataset.shape)) for weight, dataset
+                                in _file_weights(root, name, path).items()]
+    return layout
+
+
 def inspect_h5(path):
     """Describe a Mask R-CNN weights file without building a model.
 

@@ -1,7 +1,7 @@
 """Weights files in matterport's layout: round trip, coverage of every array of
 mask_rcnn_coco.h5's layout, head exclusion, errors, extra bands, inspection.
 
-The reference layout (tests/fixtures/matterport_coco_r101_layout.json)
+The reference layout (maskrcnnlib/data/matterport_coco_r101_layout.json)
 lists every layer of matterport's published file with its weight names and
 shapes; files are written from it with h5py, independently of the code under
 test.
