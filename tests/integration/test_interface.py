@@ -5,6 +5,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import ROOT
+from support.grass_helpers import error_message
 
 pytestmark = pytest.mark.grass
 SYSTEM_PYTHON = "/usr/bin/python3"  # the GUI's Python: no TensorFlow there
@@ -47,16 +48,6 @@ DETECT_FLAGS = {"e"}
 
 def script(module):
     return str(ROOT / module / f"{module}.py")
-
-
-def error_message(stderr):
-    """The text of the first ERROR in a module's stderr, GRASS's line wrapping undone.
-
-    GRASS prints the whole usage, which names every option, before a parser error:
-    a check on all of stderr would find any option name there.
-    """
-    assert "ERROR:" in stderr, stderr
-    return " ".join(stderr[stderr.index("ERROR:") + len("ERROR:"):].split())
 
 
 def interface(run_module, addon, module):

@@ -2,12 +2,14 @@
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 from skimage import io
 
 from conftest import ROOT
+from support.grass_helpers import error_message
 from support.shapes import shapes_scene
 
 pytestmark = pytest.mark.grass
@@ -192,30 +194,46 @@ def test_bad_inputs_name_the_problem(run_module, dataset, tmp_path):
                    **change}
         result = train(run_module, **options)
         assert result.returncode != 0, change
-        assert "ERROR" in result.stderr and message in result.stderr, result.stderr
-        assert not list((tmp_path / "logs_bad").glob("*.h5")) if \
-            (tmp_path / "logs_bad").exists() else True
+        assert message in error_message(result.stderr), result.stderr
+        assert not list((tmp_path / "logs_bad").glob("*.h5")), change
 
 
 def test_band_count_must_fit_the_initial_model(run_module, trained, tmp_path):
     four = write_dataset(tmp_path / "four", count=2, bands=4)
     result = train(run_module, training_dataset=four, logs=tmp_path / "logs", epochs=1,
                    model=trained[0] / "mask_rcnn_test_0001.h5")
-    assert result.returncode != 0 and "bands" in result.stderr, result.stderr
+    assert result.returncode != 0 and "bands" in error_message(result.stderr), result.stderr
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(run_module, dataset, tmp_path):
-    result = train(run_module, training_dataset=dataset, logs=tmp_path / "logs", epochs=2,
-                   learning_rate=1e30, steps_per_epoch=3)
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(run_module, trained, dataset,
+                                                          tmp_path):
+    """A run resumed from a good epoch-2 checkpoint diverges in epoch 3: it stops with
+    an error that names that checkpoint as the last good one and the learning rate as
+    the likely cause, leaves the checkpoint as it was and writes nothing for epoch 3
+    (a run that saved the diverged weights, or named another file, fails here)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for suffix in (".h5", ".json"):
+        shutil.copy(trained[0] / f"mask_rcnn_test_0002{suffix}", logs)
+    good = logs / "mask_rcnn_test_0002.h5"
+    before = good.read_bytes()
+    result = train(run_module, training_dataset=dataset, logs=logs, epochs=4,
+                   learning_rate=1e30, steps_per_epoch=3, model=good)
     assert result.returncode != 0
-    assert "loss became" in result.stderr and "learning_rate" in result.stderr, result.stderr
+    message = error_message(result.stderr)
+    assert "Training stopped" in message and "epoch 3" in message, result.stderr
+    assert f"The last good checkpoint is {good}." in message and "learning_rate" in message
+    assert good.read_bytes() == before
+    assert sorted(p.name for p in logs.glob("mask_rcnn_test_*")) == [
+        "mask_rcnn_test_0002.h5", "mask_rcnn_test_0002.json"]
 
 
 def test_training_map_errors(run_module, scene_maps, tmp_path):
     bands, areas = scene_maps
     result = train(run_module, input=",".join(bands), training_map=areas,
                    class_column="nosuchcolumn", logs=tmp_path / "logs", epochs=1)
-    assert result.returncode != 0 and "nosuchcolumn" in result.stderr, result.stderr
+    assert result.returncode != 0
+    assert "nosuchcolumn" in error_message(result.stderr), result.stderr
     import grass.script as gs
 
     gs.run_command("g.region", n=1000, s=900, e=1000, w=900, res=1)
@@ -224,7 +242,7 @@ def test_training_map_errors(run_module, scene_maps, tmp_path):
                        class_column="kind", logs=tmp_path / "logs2", epochs=1)
     finally:
         gs.run_command("g.region", n=128, s=0, e=128, w=0, res=1)
-    assert result.returncode != 0 and "region" in result.stderr, result.stderr
+    assert result.returncode != 0 and "region" in error_message(result.stderr), result.stderr
 
 
 @pytest.fixture(scope="module")

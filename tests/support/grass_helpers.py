@@ -4,6 +4,16 @@ import os
 import uuid
 
 
+def error_message(stderr):
+    """The text of the first ERROR in a module's stderr, GRASS's line wrapping undone.
+
+    GRASS prints the whole usage, which names every option, before a parser error,
+    and modules report progress: a check on all of stderr finds words said elsewhere.
+    """
+    assert "ERROR:" in stderr, stderr
+    return " ".join(stderr[stderr.index("ERROR:") + len("ERROR:"):].split())
+
+
 def unique(prefix):
     """A map name no other test of the session uses."""
     return "{}_{}".format(prefix, uuid.uuid4().hex[:8])
