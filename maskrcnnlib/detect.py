@@ -172,7 +172,7 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
     Image files (job.images_directory) are imported for the run into temporary
     rasters limited to the region, and removed afterwards.
     """
-    from maskrcnnlib.grassio.rasters import check_rasters
+    from maskrcnnlib.grassio.rasters import check_rasters, images_in_region
     from maskrcnnlib.grassio.writer import InstanceWriter
 
     if job.images_directory:
@@ -188,7 +188,7 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
             if len(bands) != config.bands:
                 raise DetectionError("{} takes {} bands, {} given ({})".format(
                     job.model, config.bands, len(bands), ",".join(bands)))
-        images = _images_in_region(job.images, warning)
+        images = images_in_region(job.images, warning)
     classes = list(config.class_names)
     with contextlib.ExitStack() as stack:
         reference = None
@@ -237,33 +237,6 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
                 "model": os.path.abspath(job.model), "output": job.output,
                 "iou_threshold_for_precision": 0.5, "max_detections": None})
     return counts
-
-
-def _images_in_region(images, warning):
-    """The images (band lists) whose rasters overlap the region; warns of the others."""
-    import grass.script as gs
-
-    from maskrcnnlib.imagefiles import overlaps_region
-
-    region = gs.region()
-    kept, outside = [], []
-    for bands in images:
-        infos = [gs.raster_info(name) for name in bands]
-        if all(overlaps_region((info["north"], info["south"], info["east"], info["west"]),
-                               region) for info in infos):
-            kept.append(bands)
-        else:
-            outside.append(bands)
-    if not kept:
-        raise DetectionError(
-            "The input rasters ({}) do not overlap the computational region (n={:g} s={:g} "
-            "e={:g} w={:g}); set it with g.region raster=...".format(
-                "; ".join(",".join(bands) for bands in images),
-                *[float(region[key]) for key in ("n", "s", "e", "w")]))
-    for bands in outside:
-        warning("Raster maps {} do not overlap the computational region: skipped".format(
-            ",".join(bands)))
-    return kept
 
 
 def _detect(job, config, images, writer, message, percent):

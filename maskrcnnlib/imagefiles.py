@@ -24,6 +24,7 @@ import grass.script as gs
 
 from maskrcnnlib.errors import DetectionError
 from maskrcnnlib.grassio.maps import exists_here, remove_maps, temporary_name
+from maskrcnnlib.grassio.region import overlaps_region
 
 
 def list_images(directory, image_format):
@@ -81,13 +82,6 @@ def describe(path):
     return {"bands": len(info.get("bands", [])), "transform": transform,
             "crs": (info.get("coordinateSystem") or {}).get("wkt", ""),
             "sidecar": bool(files & sidecars), "corners": corners}
-
-
-def overlaps_region(corners, region):
-    """Whether (north, south, east, west) overlaps the region (gs.region() dict)."""
-    north, south, east, west = (float(value) for value in corners)
-    return (south < float(region["n"]) and north > float(region["s"])
-            and west < float(region["e"]) and east > float(region["w"]))
 
 
 def _project_is_xy():

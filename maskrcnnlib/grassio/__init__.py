@@ -2,9 +2,10 @@
 
 One module per concern; import the module you need (this file imports none):
 
-* ``region``:  the current computational region, and windows of it;
+* ``region``:  the current computational region, windows of it, overlap with it;
 * ``maps``:    map names in the current mapset (temporary names, removal);
-* ``rasters``: raster maps found and read, band strips for detection;
+* ``rasters``: raster maps found, checked against the region, read in windows
+  and as strips of tiles for detection;
 * ``areas``:   vector areas with a class column, checked and rasterized (training
   chips and detect's reference areas);
 * ``chips``:   training chips cut from bands and areas;

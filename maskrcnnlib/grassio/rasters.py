@@ -1,4 +1,4 @@
-"""Raster maps: found by name, read in windows, and read as strips of tiles for detection.
+"""Raster maps: found by name, checked against the region, read in windows and in tile strips.
 
 Arrays are ``[y, x]`` (or ``[y, x, band]``) with y = region row (south is
 down) and x = region column (east is right); see :mod:`maskrcnnlib.grassio`.
@@ -11,7 +11,7 @@ import numpy as np
 import grass.script as gs
 
 from maskrcnnlib.errors import DatasetError, DetectionError
-from maskrcnnlib.grassio.region import window_env
+from maskrcnnlib.grassio.region import overlaps_region, window_env
 
 
 def check_rasters(names, error=DatasetError):
@@ -36,6 +36,33 @@ def check_rasters(names, error=DatasetError):
             "s" if len(missing) > 1 else "",
             ", ".join("<{}>".format(name) for name in missing)))
     return full
+
+
+def images_in_region(images, warning):
+    """The images (lists of band rasters) whose rasters all overlap the current region.
+
+    warning: called with a message naming each image left out. Raises
+    DetectionError when no image overlaps the region.
+    """
+    region = gs.region()
+    kept, outside = [], []
+    for bands in images:
+        infos = [gs.raster_info(name) for name in bands]
+        if all(overlaps_region((info["north"], info["south"], info["east"], info["west"]),
+                               region) for info in infos):
+            kept.append(bands)
+        else:
+            outside.append(bands)
+    if not kept:
+        raise DetectionError(
+            "The input rasters ({}) do not overlap the computational region (n={:g} s={:g} "
+            "e={:g} w={:g}); set it with g.region raster=...".format(
+                "; ".join(",".join(bands) for bands in images),
+                *[float(region[key]) for key in ("n", "s", "e", "w")]))
+    for bands in outside:
+        warning("Raster maps {} do not overlap the computational region: skipped".format(
+            ",".join(bands)))
+    return kept
 
 
 def read_raster(name, env, shape, dtype=np.float32, null=0):

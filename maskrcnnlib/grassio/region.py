@@ -1,4 +1,4 @@
-"""The current computational region, and windows of it for single commands.
+"""The current computational region, windows of it for single commands, overlap with it.
 
 A window is a rectangle of region cells handed to one GRASS command through
 ``GRASS_REGION`` in a copied environment; the user's region is never changed.
@@ -38,3 +38,10 @@ def window_env(region, row, col, rows, cols):
     env = dict(os.environ)
     env["GRASS_REGION"] = "".join("{}: {};".format(key, value) for key, value in fields)
     return env
+
+
+def overlaps_region(corners, region):
+    """Whether (north, south, east, west) overlaps the region (gs.region() dict)."""
+    north, south, east, west = (float(value) for value in corners)
+    return (south < float(region["n"]) and north > float(region["s"])
+            and west < float(region["e"]) and east > float(region["w"]))
