@@ -102,8 +102,8 @@
 
 # %option G_OPT_F_INPUT
 # % key: model
-# % label: Initial weights (.h5 file)
-# % description: Keep empty to train from scratch
+# % label: Initial weights: an .h5 file, or coco or imagenet
+# % description: coco: matterport's mask_rcnn_coco.h5 (ResNet-101), imagenet: ResNet-50 backbone weights; both downloaded once into ~/.cache/i.ann.maskrcnn/weights. Empty: train from scratch
 # % required: no
 # % guisection: Model
 # %end
@@ -329,8 +329,10 @@ def check_options(options, flags):
     if options["training_dataset"] and not os.path.isdir(options["training_dataset"]):
         gs.fatal(_("Training dataset directory <{}> does not exist").format(
             options["training_dataset"]))
-    if options["model"] and not os.path.isfile(options["model"]):
-        gs.fatal(_("Initial weights file <{}> does not exist").format(options["model"]))
+    if options["model"] and not os.path.isfile(options["model"]) \
+            and options["model"] not in ("coco", "imagenet"):
+        gs.fatal(_("Initial weights file <{}> does not exist (give an .h5 file, or coco or "
+                   "imagenet)").format(options["model"]))
     classes = [name.strip() for name in options["classes"].split(",")]
     if any(not name for name in classes):
         gs.fatal(_("Empty class name in classes=<{}>").format(options["classes"]))

@@ -177,3 +177,58 @@ def layout_difference(path, layout_file):
 def _variable(weight_name):
     """"conv1/kernel:0" -> "kernel" (Keras 2 may write "conv1_1/kernel:0")."""
     return weight_name.rsplit("/", 1)[-1].split(":")[0]
+
+
+# The ImageNet file was written by Keras 1: weights are named "<layer>_W:0",
+# "<layer>_running_std:0" (a variance, despite the name), not "<layer>/kernel:0".
+_KERAS1_VARIABLES = {"W": "kernel", "b": "bias", "gamma": "gamma", "beta": "beta",
+                     "running_mean": "moving_mean", "running_std": "moving_variance"}
+IMAGENET_BACKBONE = "resnet50_imagenet_backbone.h5"
+
+
+def imagenet_backbone_file(progress=None, timeout=60):
+    """Path of the ImageNet ResNet-50 weights in our file layout (layer/variable:0
+    names), made once in the cache from the checked published file."""
+    source = pretrained_file("imagenet", progress, timeout)
+    path = os.path.join(os.path.dirname(source), IMAGENET_BACKBONE)
+    if not os.path.exists(path):
+        write_renamed_weights(source, path)
+    return path
+
+
+def ours_variable(layer, weight_name):
+    """The variable a file weight holds: "conv1_W:0" or "conv1/kernel:0" -> "kernel"."""
+    leaf = weight_name.rsplit("/", 1)[-1].split(":")[0]
+    if leaf.startswith(layer + "_"):
+        return _KERAS1_VARIABLES.get(leaf[len(layer) + 1:], leaf)
+    return leaf
+
+
+def write_renamed_weights(source, path):
+    """Copy the weights of source into path, named "<layer>/<variable>:0"; the file
+    appears at path only when complete."""
+    import h5py
+    import numpy as np
+
+    layout = file_layout(source)
+    handle, partial = tempfile.mkstemp(suffix=".part", dir=os.path.dirname(path))
+    os.close(handle)
+    try:
+        with h5py.File(source, "r") as original, h5py.File(partial, "w") as copy:
+            root = original["model_weights"] if "model_weights" in original else original
+            layers = [name for name, weights in layout.items() if weights]
+            copy.attrs["layer_names"] = np.array([name.encode() for name in layers])
+            for name in layers:
+                group = copy.create_group(name)
+                names = ["{}/{}:0".format(name, ours_variable(name, weight))
+                         for weight, _ in layout[name]]
+                group.attrs["weight_names"] = np.array([n.encode() for n in names])
+                for new, (weight, _) in zip(names, layout[name]):
+                    group.create_dataset(new, data=root[name][weight][()])
+        os.replace(partial, path)
+    except (OSError, KeyError) as error:
+        raise ModelFileError("Cannot convert {} into {}: {}".format(source, path, error),
+                             path=source) from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)

@@ -20,7 +20,8 @@ from maskrcnnlib.errors import TrainingError
 from maskrcnnlib.model.training import LOSS_KEYS, MaskRCNNTrainer, compile_trainer, \
     set_trainable_stage
 from maskrcnnlib.modelcard import read_card, write_card
-from maskrcnnlib.weights import HEAD_LAYERS, load_weights_h5, save_weights_h5
+from maskrcnnlib.weights import (HEAD_LAYERS, inspect_h5, load_weights_h5,
+                                 save_weights_h5)
 
 @dataclass
 class TrainingPlan:
@@ -251,10 +252,16 @@ def train(config, train_data, logs, name, placement, validation_data=None,
         # A resumed run keeps the schedule it started with.
         from_weights = bool(card.get("started_from_weights", True)) if initial_epoch \
             else True
+        # a backbone alone (model=imagenet): the FPN, RPN and heads keep their start values
+        backbone_only = inspect_h5(initial_weights)["pyramid_size"] is None
         with strategy.scope():
-            load_weights_h5(trainer, initial_weights,
-                            exclude=HEAD_LAYERS if exclude_heads and not initial_epoch
-                            else ())
+            report = load_weights_h5(
+                trainer, initial_weights, strict=not backbone_only,
+                exclude=HEAD_LAYERS if exclude_heads and not initial_epoch else ())
+        if backbone_only:
+            message("Backbone weights from {} ({} layers); the feature pyramid, RPN and "
+                    "heads start from random weights".format(initial_weights,
+                                                             len(report.loaded)))
     card_extra = dict(card_extra or {}, started_from_weights=from_weights)
     plan = plan_stages(config.epochs, config.learning_rate, from_weights, initial_epoch)
     if not plan.stages:

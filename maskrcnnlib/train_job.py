@@ -207,6 +207,42 @@ def make_config(job, dataset, band_names):
     return config.validate()
 
 
+PRETRAINED_BACKBONES = {"coco": "resnet101", "imagenet": "resnet50"}
+
+
+def use_pretrained(job, message, percent):
+    """model=coco or model=imagenet (and no file of that name): the published file,
+    from the cache or downloaded, in job.initial_weights. COCO's class heads are
+    always trained anew (-e)."""
+    from maskrcnnlib import pretrained
+
+    name = job.initial_weights
+    if name not in PRETRAINED_BACKBONES or os.path.exists(name):
+        return
+    if job.backbone != PRETRAINED_BACKBONES[name]:
+        raise TrainingError("model={} holds {} weights: add backbone={}".format(
+            name, PRETRAINED_BACKBONES[name], PRETRAINED_BACKBONES[name]))
+    source = pretrained.PRETRAINED[name]
+    target = os.path.join(pretrained.cache_dir(), source.file_name)
+    if not os.path.exists(target):
+        message("Downloading {} into {} (once; later runs use it from there)".format(
+            pretrained.download_url(source), pretrained.cache_dir()))
+
+    def progress(done, total):
+        if total:
+            percent(done, total, 5)
+
+    if name == "coco":
+        job.initial_weights = pretrained.pretrained_file("coco", progress)
+        job.exclude_heads = True
+        message("Starting from matterport's COCO weights ({}); the class heads are trained "
+                "anew for {}".format(job.initial_weights, ",".join(job.classes)))
+    else:
+        job.initial_weights = pretrained.imagenet_backbone_file(progress)
+        message("Starting from ImageNet weights for the ResNet-50 backbone ({})".format(
+            job.initial_weights))
+
+
 def run_train_job(job, message=print, percent=lambda *a: None):
     """Train as the job says; returns maskrcnnlib.train.TrainingResult.
 
@@ -219,6 +255,7 @@ def run_train_job(job, message=print, percent=lambda *a: None):
     if job.writes:
         prepare_logs(job.logs)
     dataset, band_names, summary = load_data(job, message)
+    use_pretrained(job, message, percent)
     config = make_config(job, dataset, band_names)
     training, validation = split(job, dataset)
     # TensorFlow's devices only once the data is known good
