@@ -231,6 +231,9 @@ def test_substitutions_shrink_an_example():
     assert manual.substitute('run(epochs=20, backbone="resnet50", tile_size=256, '
                              'logs="/data/logs")', "/tmp/d") == \
         'run(epochs=1, backbone="resnet18", tile_size=64, logs="/tmp/d/logs")'
+    assert manual.substitute('train name=b model=coco epochs=20', "/tmp/d") == \
+        "train name=b backbone=resnet18 epochs=1"
+    assert manual.substitute('run(model="coco")', "/tmp/d") == 'run(backbone="resnet18")'
     # only /data itself: other paths and the region stay as written
     unchanged = "g.region n=5623528 res=0.5 && ls /database/data mydata/x"
     assert manual.substitute(unchanged, "/tmp/d") == unchanged

@@ -43,6 +43,10 @@ def substitute(text, data, source=None, hosts=None):
     | steps_per_epoch=N           | steps_per_epoch=1                               |
     | validation_steps=N          | validation_steps=1                              |
     | backbone=resnet50/101/34    | backbone=resnet18                               |
+    | model=coco                  | backbone=resnet18: from scratch, as the         |
+    |                             | published file cannot be fetched here (the      |
+    |                             | download: tests/integration/                    |
+    |                             | test_train_pretrained.py)                       |
     | images_min_dim, _max_dim=N  | 64                                              |
     | tile_size=T                 | tile_size=T/4, at least 64: 256 -> 64, 512 -> 128|
     | overlap=O                   | overlap=O/2: 32 -> 16, 64 -> 32                 |
@@ -63,6 +67,7 @@ def substitute(text, data, source=None, hosts=None):
         option("steps_per_epoch", lambda v: 1),
         option("validation_steps", lambda v: 1),
         option("backbone", lambda v: "resnet18"),
+        lambda s: re.sub(r"\bmodel=([\"']?)coco\1", r"backbone=\1resnet18\1", s),
         option("images_min_dim", lambda v: 64),
         option("images_max_dim", lambda v: 64),
         option("tile_size", lambda v: max(64, int(v) // 4)),
