@@ -1,219 +1,148 @@
-"""Box arithmetic: IoU, delta encoding/decoding, clipping.
+"""Box geometry shared by the graph layers and the numpy molding code.
 
-Two flavours with the same formulas as matterport Mask_RCNN:
-numpy functions for data preparation and post-processing, and `*_ops`
-functions written with keras.ops (float32) for use inside the model graph.
+A box is (y1, x1, y2, x2), y counted down the rows. Two coordinate systems
+are in use:
+- pixels of an image, (y2, x2) just outside the box (a box of one pixel at
+  row 3, column 5 is (3, 5, 4, 6));
+- normalized, where (0, 0) is the centre of the first pixel and (1, 1) the
+  centre of the last one, so (y2, x2) is inside the box. This is the
+  convention of matterport's weights: its anchors, proposals and detections.
 
-Boxes are (y1, x1, y2, x2), y down the rows, either in pixels ((y2, x2)
-outside the box) or normalized; the formulas do not care which, as long as
-both arguments use the same units. Deltas are (dy, dx, log(dh), log(dw)):
-the centre shift in units of the box size and the log of the size ratio.
+Deltas move a box onto another one: (dy, dx, dh, dw), the shift of the centre
+in units of the box's own height and width, then the log of the size ratios.
+
+The graph functions take [..., 4] float32 tensors (any leading axes) and
+use keras.ops, imported inside them so that the numpy side (molding, anchors)
+loads without Keras; the two coordinate conversions are numpy.
 """
 
 import numpy as np
 
-
-# ----------------------------------------------------------------- numpy
-def _areas(boxes):
-    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-
-
-def compute_iou(box, boxes, box_area, boxes_area):
-    """IoU of one box against many.
-
-    box: [4]; boxes: [N, 4]; box_area: area of `box`; boxes_area: [N].
-    Areas are passed in so callers can compute them once.
-    Returns [N] IoU (nan where both boxes have zero area).
-    """
-    y1 = np.maximum(box[0], boxes[:, 0])
-    y2 = np.minimum(box[2], boxes[:, 2])
-    x1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[3], boxes[:, 3])
-    intersection = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    union = box_area + boxes_area - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return intersection / union
-
-
-def compute_overlaps(boxes1, boxes2):
-    """IoU of every pair of boxes.
-
-    boxes1: [N1, 4]; boxes2: [N2, 4].
-    Returns float64 [N1, N2] with overlaps[i, j] = IoU(boxes1[i], boxes2[j]).
-    """
-    boxes1 = np.asarray(boxes1)
-    boxes2 = np.asarray(boxes2)
-    b1 = boxes1[:, None, :]  # [N1, 1, 4] against [1, N2, 4]
-    b2 = boxes2[None, :, :]
-    y1 = np.maximum(b2[..., 0], b1[..., 0])
-    y2 = np.minimum(b2[..., 2], b1[..., 2])
-    x1 = np.maximum(b2[..., 1], b1[..., 1])
-    x2 = np.minimum(b2[..., 3], b1[..., 3])
-    intersection = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    union = _areas(b2) + _areas(b1) - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        overlaps = intersection / union
-    return overlaps.astype(np.float64).reshape(boxes1.shape[0], boxes2.shape[0])
-
-
-def box_refinement(box, gt_box):
-    """Deltas that move `box` onto `gt_box` (the encoding of training targets).
-
-    box, gt_box: [N, (y1, x1, y2, x2)]. Returns float32 [N, (dy, dx, dh, dw)]
-    with dy = (gt_cy - cy) / h, dx = (gt_cx - cx) / w, dh = log(gt_h / h),
-    dw = log(gt_w / w). Not divided by the std-devs; callers do that.
-    """
-    box = np.asarray(box).astype(np.float32)
-    gt_box = np.asarray(gt_box).astype(np.float32)
-    height = box[:, 2] - box[:, 0]
-    width = box[:, 3] - box[:, 1]
-    center_y = box[:, 0] + 0.5 * height
-    center_x = box[:, 1] + 0.5 * width
-
-    gt_height = gt_box[:, 2] - gt_box[:, 0]
-    gt_width = gt_box[:, 3] - gt_box[:, 1]
-    gt_center_y = gt_box[:, 0] + 0.5 * gt_height
-    gt_center_x = gt_box[:, 1] + 0.5 * gt_width
-
-    dy = (gt_center_y - center_y) / height
-    dx = (gt_center_x - center_x) / width
-    dh = np.log(gt_height / height)
-    dw = np.log(gt_width / width)
-    return np.stack([dy, dx, dh, dw], axis=1)
-
-
-# log(dh) and log(dw) are capped here before exp(). matterport does not cap, so a
-# huge delta gives an infinite size and then y2 = y1 + height = -inf + inf = NaN
-# (crop_and_resize then fails on "boxes not finite"). exp(20) ~ 5e8 keeps every
-# size finite, and a box grown that much covers the whole image, as matterport's
-# would once clipped: results differ from matterport only where its were NaN.
+# log(dh) and log(dw) are capped at this value before exp(). Uncapped (matterport),
+# an untrained or diverging head can give exp() = inf, and then y2 = y1 + height is
+# -inf + inf = NaN, which crop_and_resize refuses. exp(20) ~ 5e8 keeps every size
+# finite, and a box grown that much covers the whole image once clipped, as an
+# infinite one would: results differ from matterport's only where its were NaN.
 MAX_LOG_SCALE = 20.0
 
 
-def apply_box_deltas(boxes, deltas):
-    """Move boxes by deltas (the decoding; inverse of box_refinement).
+# ------------------------------------------------------- pixels <-> normalized
+def _pixel_steps(image_size):
+    """(offset, step) for [..., 4] boxes: normalized = (pixels - offset) / step.
 
-    boxes: [N, (y1, x1, y2, x2)]; deltas: [N, (dy, dx, log(dh), log(dw))].
-    Returns float32 [N, (y1, x1, y2, x2)]. Every step is rounded to
-    float32, as matterport's in-place float32 updates do. log(dh), log(dw) are
-    capped at MAX_LOG_SCALE.
+    step is the distance between the first and the last pixel centre, per axis;
+    the offset of 1 on the far corner turns an exclusive end into an inclusive one.
     """
-    f32 = np.float32
-    boxes = np.asarray(boxes).astype(f32)
-    deltas = np.asarray(deltas)
-    height = boxes[:, 2] - boxes[:, 0]
-    width = boxes[:, 3] - boxes[:, 1]
-    center_y = boxes[:, 0] + 0.5 * height
-    center_x = boxes[:, 1] + 0.5 * width
-    # the centre moves in units of the old size, before the size changes
-    center_y = (center_y + deltas[:, 0] * height).astype(f32)
-    center_x = (center_x + deltas[:, 1] * width).astype(f32)
-    height = (height * np.exp(np.minimum(deltas[:, 2], MAX_LOG_SCALE))).astype(f32)
-    width = (width * np.exp(np.minimum(deltas[:, 3], MAX_LOG_SCALE))).astype(f32)
-    y1 = center_y - 0.5 * height
-    x1 = center_x - 0.5 * width
-    return np.stack([y1, x1, y1 + height, x1 + width], axis=1)
+    height, width = (int(v) for v in image_size[:2])
+    step = np.array([height - 1, width - 1] * 2, dtype=np.float64)
+    offset = np.array([0.0, 0.0, 1.0, 1.0])
+    return offset, step
 
 
-def clip_boxes(boxes, window):
-    """Clip boxes to a window.
+def boxes_to_normalized(boxes, image_size):
+    """Pixel boxes [..., 4] of an image (height, width[, bands]) -> float32 normalized.
 
-    boxes: [..., (y1, x1, y2, x2)]; window: (y1, x1, y2, x2) in the same units.
-    Returns boxes of the same shape with every corner inside the window.
+    Computed in float64 and rounded once: (0, 0, height, width) gives (0, 0, 1, 1).
     """
-    boxes = np.asarray(boxes)
-    wy1, wx1, wy2, wx2 = window
-    low = np.array([wy1, wx1, wy1, wx1])
-    high = np.array([wy2, wx2, wy2, wx2])
-    return np.maximum(np.minimum(boxes, high.astype(boxes.dtype)), low.astype(boxes.dtype))
+    offset, step = _pixel_steps(image_size)
+    return ((np.asarray(boxes, dtype=np.float64) - offset) / step).astype(np.float32)
 
 
-# ------------------------------------------------------------ keras.ops
-def _split4(tensor):
-    """The four coordinates of [..., 4] as four [...] tensors."""
-    return [tensor[..., i] for i in range(4)]
+def boxes_to_pixels(boxes, image_size):
+    """Normalized boxes [..., 4] -> int32 pixel boxes of an image (height, width[, bands]).
 
-
-def apply_box_deltas_ops(boxes, deltas):
-    """keras.ops apply_box_deltas. boxes, deltas: [..., 4] float32 tensors.
-
-    Returns float32 [..., (y1, x1, y2, x2)].
+    The inverse of boxes_to_normalized, rounded to the nearest pixel (halves to even).
     """
+    offset, step = _pixel_steps(image_size)
+    return np.rint(np.asarray(boxes, dtype=np.float64) * step + offset).astype(np.int32)
+
+
+# ---------------------------------------------------------------- graph math
+def _corners_and_sizes(boxes):
+    """[..., 4] boxes -> (top-left corners [..., 2], sizes [..., 2]), float32."""
     from keras import ops
 
     boxes = ops.cast(boxes, "float32")
+    corners = boxes[..., :2]
+    return corners, boxes[..., 2:] - corners
+
+
+def _per_axis(function, pairs):
+    """function applied to the y and the x halves of [..., 2] pairs separately.
+
+    TensorFlow's vectorised exp and log can round the last elements of a tensor
+    differently (by one ulp) from the others, so which element is last matters:
+    applied to [...] tensors of one coordinate, as in matterport's graph and the
+    models trained with it, the results are those, bit for bit.
+    """
+    from keras import ops
+
+    return ops.stack([function(pairs[..., 0]), function(pairs[..., 1])], axis=-1)
+
+
+def box_deltas(boxes, targets):
+    """The deltas that move each box onto its target (the training encoding).
+
+    boxes, targets: [..., 4] in the same units. Returns float32 [..., (dy, dx, dh, dw)],
+    not yet divided by the std-devs of the deltas (callers do that).
+    """
+    from keras import ops
+
+    corners, sizes = _corners_and_sizes(boxes)
+    target_corners, target_sizes = _corners_and_sizes(targets)
+    centres = corners + 0.5 * sizes
+    target_centres = target_corners + 0.5 * target_sizes
+    shift = (target_centres - centres) / sizes
+    return ops.concatenate([shift, _per_axis(ops.log, target_sizes / sizes)], axis=-1)
+
+
+def apply_deltas(boxes, deltas):
+    """Move boxes by deltas (the inverse of box_deltas).
+
+    boxes: [..., 4]; deltas: [..., (dy, dx, dh, dw)]. Returns float32 [..., 4].
+    The centre moves in units of the old size; dh and dw are capped at MAX_LOG_SCALE.
+    """
+    from keras import ops
+
+    corners, sizes = _corners_and_sizes(boxes)
     deltas = ops.cast(deltas, "float32")
-    by1, bx1, by2, bx2 = _split4(boxes)
-    dy, dx, dh, dw = _split4(deltas)
-    height = by2 - by1
-    width = bx2 - bx1
-    center_y = by1 + 0.5 * height
-    center_x = bx1 + 0.5 * width
-    center_y = center_y + dy * height
-    center_x = center_x + dx * width
-    height = height * ops.exp(ops.minimum(dh, MAX_LOG_SCALE))
-    width = width * ops.exp(ops.minimum(dw, MAX_LOG_SCALE))
-    y1 = center_y - 0.5 * height
-    x1 = center_x - 0.5 * width
-    return ops.stack([y1, x1, y1 + height, x1 + width], axis=-1)
+    centres = corners + 0.5 * sizes
+    centres = centres + deltas[..., :2] * sizes
+    sizes = sizes * _per_axis(ops.exp, ops.minimum(deltas[..., 2:], MAX_LOG_SCALE))
+    new_corners = centres - 0.5 * sizes
+    return ops.concatenate([new_corners, new_corners + sizes], axis=-1)
 
 
-def clip_boxes_ops(boxes, window):
-    """keras.ops clip_boxes. boxes: [..., 4]; window: [4] (y1, x1, y2, x2),
-    or [..., 4] broadcastable against boxes. Returns float32 [..., 4]."""
+def clip_to_window(boxes, window):
+    """Every coordinate of boxes [..., 4] moved inside window (y1, x1, y2, x2).
+
+    window: [4], or [..., 4] broadcastable against boxes (one window per image).
+    Returns float32 [..., 4]; a box outside the window collapses onto its edge.
+    """
     from keras import ops
 
     boxes = ops.cast(boxes, "float32")
     window = ops.cast(window, "float32")
-    wy1, wx1, wy2, wx2 = [window[..., i : i + 1] for i in range(4)]
-    y1, x1, y2, x2 = [boxes[..., i : i + 1] for i in range(4)]
-    y1 = ops.maximum(ops.minimum(y1, wy2), wy1)
-    x1 = ops.maximum(ops.minimum(x1, wx2), wx1)
-    y2 = ops.maximum(ops.minimum(y2, wy2), wy1)
-    x2 = ops.maximum(ops.minimum(x2, wx2), wx1)
-    return ops.concatenate([y1, x1, y2, x2], axis=-1)
+    low = ops.concatenate([window[..., :2], window[..., :2]], axis=-1)
+    high = ops.concatenate([window[..., 2:], window[..., 2:]], axis=-1)
+    return ops.maximum(ops.minimum(boxes, high), low)
 
 
-def box_refinement_ops(box, gt_box):
-    """keras.ops box_refinement. box, gt_box: [..., 4]. Returns float32
-    [..., (dy, dx, log(dh), log(dw))]."""
-    from keras import ops
+def pairwise_iou(boxes_a, boxes_b):
+    """Intersection over union of every box of boxes_a with every box of boxes_b.
 
-    by1, bx1, by2, bx2 = _split4(ops.cast(box, "float32"))
-    gy1, gx1, gy2, gx2 = _split4(ops.cast(gt_box, "float32"))
-    height = by2 - by1
-    width = bx2 - bx1
-    center_y = by1 + 0.5 * height
-    center_x = bx1 + 0.5 * width
-    gt_height = gy2 - gy1
-    gt_width = gx2 - gx1
-    gt_center_y = gy1 + 0.5 * gt_height
-    gt_center_x = gx1 + 0.5 * gt_width
-    dy = (gt_center_y - center_y) / height
-    dx = (gt_center_x - center_x) / width
-    dh = ops.log(gt_height / height)
-    dw = ops.log(gt_width / width)
-    return ops.stack([dy, dx, dh, dw], axis=-1)
-
-
-def overlaps_ops(boxes1, boxes2):
-    """keras.ops IoU matrix. boxes1: [N1, 4]; boxes2: [N2, 4].
-
-    Returns float32 [N1, N2] (nan where both boxes have zero area, as
-    matterport's overlaps_graph).
+    boxes_a: [..., N, 4]; boxes_b: [..., M, 4] with the same leading axes (e.g. one
+    per image). Returns float32 [..., N, M]; NaN where both boxes have no area.
     """
     from keras import ops
 
-    b1 = ops.expand_dims(ops.cast(boxes1, "float32"), 1)  # [N1, 1, 4]
-    b2 = ops.expand_dims(ops.cast(boxes2, "float32"), 0)  # [1, N2, 4]
-    b1y1, b1x1, b1y2, b1x2 = _split4(b1)
-    b2y1, b2x1, b2y2, b2x2 = _split4(b2)
-    y1 = ops.maximum(b1y1, b2y1)
-    x1 = ops.maximum(b1x1, b2x1)
-    y2 = ops.minimum(b1y2, b2y2)
-    x2 = ops.minimum(b1x2, b2x2)
-    intersection = ops.maximum(x2 - x1, 0.0) * ops.maximum(y2 - y1, 0.0)
-    b1_area = (b1y2 - b1y1) * (b1x2 - b1x1)
-    b2_area = (b2y2 - b2y1) * (b2x2 - b2x1)
-    union = b1_area + b2_area - intersection
-    return intersection / union
+    boxes_a = ops.expand_dims(ops.cast(boxes_a, "float32"), -2)  # [..., N, 1, 4]
+    boxes_b = ops.expand_dims(ops.cast(boxes_b, "float32"), -3)  # [..., 1, M, 4]
+    overlap = ops.minimum(boxes_a[..., 2:], boxes_b[..., 2:]) - ops.maximum(
+        boxes_a[..., :2], boxes_b[..., :2])
+    overlap = ops.maximum(overlap, 0.0)  # (height, width) of the intersection
+    intersection = overlap[..., 0] * overlap[..., 1]
+    _, a_sizes = _corners_and_sizes(boxes_a)
+    _, b_sizes = _corners_and_sizes(boxes_b)
+    area_sum = a_sizes[..., 0] * a_sizes[..., 1] + b_sizes[..., 0] * b_sizes[..., 1]
+    return intersection / (area_sum - intersection)

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from maskrcnnlib.model import tfops
-from maskrcnnlib.model.boxes import apply_box_deltas_ops, clip_boxes_ops
+from maskrcnnlib.model.boxes import apply_deltas, clip_to_window
 
 # image_meta layout: [image_id(1), original_image_shape(3), image_shape(3), window(4), ...]
 _IMAGE_SHAPE = slice(4, 6)
@@ -66,8 +66,8 @@ class DetectionLayer(keras.layers.Layer):
         scores = ops.take_along_axis(probs, class_ids[..., None], axis=-1)[..., 0]
         specific = ops.take_along_axis(deltas, class_ids[..., None, None], axis=2)[:, :, 0]
         std = ops.convert_to_tensor(self.bbox_std_dev, "float32")
-        boxes = apply_box_deltas_ops(rois, specific * std)
-        boxes = clip_boxes_ops(boxes, normalized_window(image_meta)[:, None, :])
+        boxes = apply_deltas(rois, specific * std)
+        boxes = clip_to_window(boxes, normalized_window(image_meta)[:, None, :])
 
         keep = class_ids > 0
         if self.min_confidence:

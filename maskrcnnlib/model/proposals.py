@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from maskrcnnlib.model import tfops
-from maskrcnnlib.model.boxes import apply_box_deltas_ops, clip_boxes_ops
+from maskrcnnlib.model.boxes import apply_deltas, clip_to_window
 
 
 class ProposalLayer(keras.layers.Layer):
@@ -48,8 +48,8 @@ class ProposalLayer(keras.layers.Layer):
         deltas = tfops.gather_rows(deltas, order)
         anchors = tfops.gather_rows(anchors, order)
 
-        boxes = apply_box_deltas_ops(anchors, deltas)
-        boxes = clip_boxes_ops(boxes, ops.convert_to_tensor([0.0, 0.0, 1.0, 1.0]))
+        boxes = apply_deltas(anchors, deltas)
+        boxes = clip_to_window(boxes, ops.convert_to_tensor([0.0, 0.0, 1.0, 1.0]))
 
         keep, counts = tfops.batched_nms_padded(
             boxes, scores, self.proposal_count, self.nms_threshold)

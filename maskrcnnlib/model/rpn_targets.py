@@ -7,7 +7,7 @@ runs inside a ``tf.data`` map or a compiled graph, one image per call.
 from keras import ops
 
 from maskrcnnlib.model import tfops
-from maskrcnnlib.model.boxes import box_refinement_ops, overlaps_ops
+from maskrcnnlib.model.boxes import box_deltas, pairwise_iou
 
 POSITIVE_IOU = 0.7
 NEGATIVE_IOU = 0.3
@@ -46,8 +46,8 @@ def rpn_targets(anchors, gt_class_ids, gt_boxes, rpn_train_anchors_per_image,
 
     instance_boxes = tfops.boolean_mask(gt_boxes, gt_class_ids > 0)
     crowd_boxes = tfops.boolean_mask(gt_boxes, gt_class_ids < 0)
-    overlaps = overlaps_ops(anchors, instance_boxes)  # [A, G']
-    crowd_overlaps = overlaps_ops(anchors, crowd_boxes)
+    overlaps = pairwise_iou(anchors, instance_boxes)  # [A, G']
+    crowd_overlaps = pairwise_iou(anchors, crowd_boxes)
     no_crowd = ops.max(_with_column(crowd_overlaps, 0.0), axis=1) < CROWD_IOU
 
     # A spare column (IoU -1, a unit box) keeps max/argmax defined without any gt.
@@ -72,7 +72,7 @@ def rpn_targets(anchors, gt_class_ids, gt_boxes, rpn_train_anchors_per_image,
     safe_anchors = ops.where(positive[:, None], anchors, unit)
     safe_gt = ops.where(positive[:, None], matched_gt, unit)
     std = ops.convert_to_tensor(rpn_bbox_std_dev, "float32")
-    deltas = box_refinement_ops(safe_anchors, safe_gt) / std
+    deltas = box_deltas(safe_anchors, safe_gt) / std
     # Scatter positives to rows 0..P-1 in anchor order; others go to a spare row.
     row = ops.where(positive, ops.cumsum(ops.cast(positive, "int32")) - 1, total)
     rpn_bbox = ops.scatter(ops.expand_dims(row, 1), ops.where(positive[:, None], deltas, 0.0),

@@ -4,27 +4,7 @@ import keras
 from keras import ops
 
 from maskrcnnlib.model import tfops
-from maskrcnnlib.model.boxes import box_refinement_ops
-
-
-def pairwise_iou(boxes1, boxes2):
-    """IoU of every pair of boxes, per image (overlaps_ops with a batch axis).
-
-    Args:
-        boxes1: [B, N, 4] float32 (y1, x1, y2, x2); boxes2: [B, G, 4] float32.
-    Returns:
-        [B, N, G] float32 (NaN where both boxes have zero area).
-    """
-    b1 = ops.cast(boxes1, "float32")[:, :, None, :]
-    b2 = ops.cast(boxes2, "float32")[:, None, :, :]
-    y1 = ops.maximum(b1[..., 0], b2[..., 0])
-    x1 = ops.maximum(b1[..., 1], b2[..., 1])
-    y2 = ops.minimum(b1[..., 2], b2[..., 2])
-    x2 = ops.minimum(b1[..., 3], b2[..., 3])
-    intersection = ops.maximum(x2 - x1, 0.0) * ops.maximum(y2 - y1, 0.0)
-    b1_area = (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
-    b2_area = (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
-    return intersection / (b1_area + b2_area - intersection)
+from maskrcnnlib.model.boxes import box_deltas, pairwise_iou
 
 
 class DetectionTargetLayer(keras.layers.Layer):
@@ -91,7 +71,7 @@ class DetectionTargetLayer(keras.layers.Layer):
         pos_rois = ops.where(is_positive[..., None], rois, unit)
         pos_gt_boxes = ops.where(is_positive[..., None], roi_gt_boxes, unit)
         std = ops.convert_to_tensor(self.bbox_std_dev, "float32")
-        deltas = box_refinement_ops(pos_rois, pos_gt_boxes) / std
+        deltas = box_deltas(pos_rois, pos_gt_boxes) / std
         deltas = ops.where(is_positive[..., None], deltas, 0.0)
 
         masks = self._mask_targets(pos_rois, pos_gt_boxes, gt_index, gt_masks)
