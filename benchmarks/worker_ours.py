@@ -32,7 +32,7 @@ import parity_weights  # noqa: E402
 from maskrcnnlib.config import Config  # noqa: E402
 from maskrcnnlib.model.inference import Detector  # noqa: E402
 from maskrcnnlib.model.maskrcnn import dense_output_names  # noqa: E402
-from maskrcnnlib.molding import unmold_detections  # noqa: E402
+from maskrcnnlib.model.molding import unmold_detections  # noqa: E402
 from maskrcnnlib.weights import layer_weights  # noqa: E402
 
 STATE = {}
@@ -293,8 +293,8 @@ def profile(n=5):
         stages.append((stage, cumulative - previous))
         previous = cumulative
     stages.append(("unmolding (numpy: boxes, 28x28 masks pasted)", common.timed(
-        lambda: unmold_detections(outputs[0][0], outputs[1][0], image.shape,
-                                  molded[0].shape, windows[0]), n)))
+        lambda: unmold_detections(outputs[0][0], outputs[1][0], molded[0].shape,
+                                  windows[0], image.shape), n)))
     stages = [(s, float(np.median(t)) if isinstance(t, list) else t) for s, t in stages]
     whole = common.timed(lambda: detector.detect([image]), n)
     ops = op_statistics(lambda: detector.detect([image]))

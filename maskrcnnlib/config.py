@@ -152,7 +152,7 @@ class Config:
 
     @property
     def image_meta_size(self):
-        """Length of one image meta vector (see molding.compose_image_meta)."""
+        """Length of one image meta vector (see model.image_meta)."""
         return 1 + 3 + 3 + 4 + 1 + self.num_classes
 
     @property

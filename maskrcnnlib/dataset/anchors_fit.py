@@ -10,30 +10,10 @@ import math
 import numpy as np
 
 from maskrcnnlib.errors import DatasetError
+from maskrcnnlib.model.molding import resize_scale
 
 MIN_SCALE = 8  # two strides of the finest level (4 px); smaller anchors hardly overlap
 LOW_PERCENTILE, HIGH_PERCENTILE = 10, 90
-
-
-def molding_scale(height, width, config):
-    """The factor molding.resize_image resizes a height x width image by.
-
-    Mirrors resize_image's rule (matterport's): scale up so the short side
-    >= image_min_dim, at least image_min_scale, then in "square" mode down so
-    the long side <= image_max_dim; 1 in "none" mode.
-    """
-    if config.resize_mode == "none":
-        return 1.0
-    scale = 1.0
-    if config.image_min_dim:
-        scale = max(1.0, config.image_min_dim / min(height, width))
-    if config.image_min_scale and scale < config.image_min_scale:
-        scale = float(config.image_min_scale)
-    longest = max(height, width)
-    if config.image_max_dim and config.resize_mode == "square" and \
-            round(longest * scale) > config.image_max_dim:
-        scale = config.image_max_dim / longest
-    return scale
 
 
 def object_sizes(dataset, config, max_images=500):
@@ -50,7 +30,8 @@ def object_sizes(dataset, config, max_images=500):
     for index in indices:
         _, masks, _ = dataset.load(int(index))
         masks = np.asarray(masks, dtype=bool)
-        scale = molding_scale(masks.shape[0], masks.shape[1], config)
+        scale = resize_scale(masks.shape[0], masks.shape[1], config.image_min_dim,
+                             config.image_max_dim, config.image_min_scale, config.resize_mode)
         rows, cols = masks.any(axis=1), masks.any(axis=0)  # [H, N], [W, N]
         filled = rows.any(axis=0)
         heights = rows.shape[0] - rows[::-1].argmax(axis=0) - rows.argmax(axis=0)
@@ -71,7 +52,7 @@ def fit_anchor_scales(dataset_or_box_sizes, config, max_images=500):
         or a 1-D sequence of object sizes already in molded pixels.
     config: a Config; uses its resize rules, image_max_dim and backbone_strides.
     An object's size is sqrt(h * w) of its box, in pixels of the molded image
-    (the original size times molding_scale). The rule:
+    (the original size times the molding's resize_scale). The rule:
 
     1. lo, hi = 10th and 90th percentiles of the sizes.
     2. smallest = the power of two nearest to lo (log scale), so most objects

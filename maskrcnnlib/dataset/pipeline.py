@@ -2,7 +2,7 @@
 
 A sample is (image [H, W, bands] any dtype, masks bool [H, W, N], class_ids [N]
 int, 1-based). Per sample, numpy resizes and pads the image and its masks
-(maskrcnnlib.molding, matterport's rules), derives the boxes from the masks and
+(maskrcnnlib.model.molding, matterport's rules), derives the boxes from the masks and
 packs the image meta. RPN targets (anchor matching) are computed in a tf.data map
 with TensorFlow ops, not in Python, and samples are batched with padding of the
 instance axis (class id 0 marks padding).
@@ -15,9 +15,9 @@ import tensorflow as tf
 
 from maskrcnnlib.errors import DatasetError
 from maskrcnnlib.model.anchors import compute_backbone_shapes, generate_pyramid_anchors
+from maskrcnnlib.model.image_meta import compose_image_meta
+from maskrcnnlib.model.molding import mini_masks, mold_image, resize_image, resize_masks
 from maskrcnnlib.model.rpn_targets import rpn_targets
-from maskrcnnlib.molding import (compose_image_meta, minimize_mask, mold_image, resize_image,
-                                 resize_mask)
 
 
 def extract_boxes(masks):
@@ -53,11 +53,10 @@ def prepare_sample(image, masks, class_ids, config, image_id=0, rng=None):
         raise DatasetError("masks of image {} are {}x{}, the image is {}x{}".format(
             image_id, *masks.shape[:2], *image.shape[:2]))
     class_ids = np.asarray(class_ids, dtype=np.int32).reshape(-1)
-    resized, window, scale, padding, crop = resize_image(
-        image, min_dim=config.image_min_dim, max_dim=config.image_max_dim,
-        min_scale=config.image_min_scale, mode=config.resize_mode)
-    masks = resize_mask(masks, scale, padding, crop) if masks.shape[2] else np.zeros(
-        resized.shape[:2] + (0,), bool)
+    resized = resize_image(image, config.image_min_dim, config.image_max_dim,
+                           config.image_min_scale, config.resize_mode)
+    masks = resize_masks(masks, resized.scale, resized.padding) if masks.shape[2] else \
+        np.zeros(resized.image.shape[:2] + (0,), bool)
     boxes = extract_boxes(masks)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     boxes, masks, class_ids = boxes[keep], masks[:, :, keep], class_ids[keep]
@@ -66,11 +65,12 @@ def prepare_sample(image, masks, class_ids, config, image_id=0, rng=None):
         chosen = np.sort(rng.choice(len(class_ids), config.max_gt_instances, replace=False))
         boxes, masks, class_ids = boxes[chosen], masks[:, :, chosen], class_ids[chosen]
     if config.use_mini_mask:
-        masks = minimize_mask(boxes, masks, tuple(config.mini_mask_shape))
+        masks = mini_masks(masks, boxes, config.mini_mask_shape)
     active = np.ones(config.num_classes, dtype=np.int32)
-    meta = compose_image_meta(image_id, image.shape, resized.shape, window, scale, active)
+    meta = compose_image_meta(image_id, image.shape, resized.image.shape, resized.window,
+                              resized.scale, active)
     return {
-        "image": mold_image(resized, config.pixel_mean, config.pixel_std),
+        "image": mold_image(resized.image, config.pixel_mean, config.pixel_std),
         "image_meta": meta.astype(np.float32),
         "gt_class_ids": class_ids.astype(np.int32),
         "gt_boxes": boxes.astype(np.float32),

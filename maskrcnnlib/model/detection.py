@@ -5,10 +5,7 @@ from keras import ops
 
 from maskrcnnlib.model import tfops
 from maskrcnnlib.model.boxes import apply_deltas, clip_to_window
-
-# image_meta layout: [image_id(1), original_image_shape(3), image_shape(3), window(4), ...]
-_IMAGE_SHAPE = slice(4, 6)
-_WINDOW = slice(7, 11)
+from maskrcnnlib.model.image_meta import IMAGE_SHAPE, WINDOW
 
 
 def normalized_window(image_meta):
@@ -23,10 +20,10 @@ def normalized_window(image_meta):
         [B, 4] float32 normalized (y1, x1, y2, x2).
     """
     image_meta = ops.cast(image_meta, "float32")
-    h, w = image_meta[0, _IMAGE_SHAPE][0], image_meta[0, _IMAGE_SHAPE][1]
+    h, w = image_meta[0, IMAGE_SHAPE][0], image_meta[0, IMAGE_SHAPE][1]
     scale = ops.stack([h, w, h, w]) - 1.0
     shift = ops.convert_to_tensor([0.0, 0.0, 1.0, 1.0])
-    return (image_meta[:, _WINDOW] - shift) / scale
+    return (image_meta[:, WINDOW] - shift) / scale
 
 
 class DetectionLayer(keras.layers.Layer):

@@ -12,7 +12,7 @@ import tensorflow as tf
 from maskrcnnlib.model import winograd
 from maskrcnnlib.model.anchors import anchors_for_config
 from maskrcnnlib.model.maskrcnn import build_inference_model, split_inference_model
-from maskrcnnlib.molding import mold_input, unmold_detections
+from maskrcnnlib.model.molding import mold_input, unmold_detections
 from maskrcnnlib.weights import HEAD_LAYERS, load_weights_h5, save_weights_h5
 
 
@@ -259,8 +259,8 @@ class Detector:
         results = []
         for i, image in enumerate(images):
             boxes, class_ids, scores, full_masks = unmold_detections(
-                detections[i], masks[i], np.asarray(image).shape, molded[i].shape,
-                windows[i])
+                detections[i], masks[i], molded[i].shape, windows[i],
+                np.asarray(image).shape)
             results.append({"rois": boxes, "class_ids": class_ids, "scores": scores,
                             "masks": full_masks})
         return results

@@ -4,9 +4,7 @@ import keras
 from keras import ops
 
 from maskrcnnlib.model import tfops
-
-# image_meta layout: [image_id(1), original_image_shape(3), image_shape(3), window(4), ...]
-_IMAGE_SHAPE_START = 4
+from maskrcnnlib.model.image_meta import IMAGE_SHAPE
 
 
 def roi_levels(boxes, image_meta):
@@ -26,7 +24,7 @@ def roi_levels(boxes, image_meta):
     image_meta = ops.cast(image_meta, "float32")
     h = boxes[..., 2] - boxes[..., 0]
     w = boxes[..., 3] - boxes[..., 1]
-    image_area = image_meta[0, _IMAGE_SHAPE_START] * image_meta[0, _IMAGE_SHAPE_START + 1]
+    image_area = image_meta[0, IMAGE_SHAPE][0] * image_meta[0, IMAGE_SHAPE][1]
     level = ops.log(ops.sqrt(h * w) / (224.0 / ops.sqrt(image_area))) / ops.log(2.0)
     # -inf / NaN (empty boxes) would be cast to INT_MIN and clipped to 2; do that explicitly.
     level = ops.where(level > -10.0, level, -10.0)

@@ -3,10 +3,9 @@ import numpy as np
 import pytest
 
 from maskrcnnlib.config import Config
-from maskrcnnlib.dataset.anchors_fit import fit_anchor_scales, molding_scale, object_sizes
+from maskrcnnlib.dataset.anchors_fit import fit_anchor_scales, object_sizes
 from maskrcnnlib.dataset.directory import ArrayDataset
 from maskrcnnlib.errors import DatasetError
-from maskrcnnlib.molding import resize_image
 
 
 def config(**fields):
@@ -52,15 +51,6 @@ def test_a_wide_spread_is_centred():
     assert scales[0] == 2 ** round(np.log2(np.sqrt(lo * hi) / 4)) == 32
 
 
-@pytest.mark.parametrize("shape", [(100, 100), (300, 200), (40, 900), (1500, 1400)])
-@pytest.mark.parametrize("mode", ["square", "pad64", "none"])
-def test_molding_scale_is_resize_image_scale(shape, mode):
-    cfg = config(image_min_dim=256, image_max_dim=1024, resize_mode=mode)
-    image = np.zeros(shape + (1,), np.uint8)
-    scale = resize_image(image, 256, 1024, 0, mode)[2]
-    assert molding_scale(*shape, cfg) == pytest.approx(scale)
-
-
 def test_sizes_are_measured_in_molded_pixels():
     masks = np.zeros((128, 128, 2), bool)
     masks[10:26, 10:26, 0] = True  # 16 x 16
@@ -69,3 +59,7 @@ def test_sizes_are_measured_in_molded_pixels():
     cfg = config(image_min_dim=512, image_max_dim=1024)  # scale up by 4
     np.testing.assert_allclose(object_sizes(dataset, cfg), [64, 64])
     assert fit_anchor_scales(dataset, cfg) == [64, 128, 256, 512, 1024]
+    # square mode shrinks 128 to max_dim 64; "none" leaves the image as it is
+    np.testing.assert_allclose(object_sizes(dataset, config(image_min_dim=32, image_max_dim=64)),
+                               [8, 8])
+    np.testing.assert_allclose(object_sizes(dataset, config(resize_mode="none")), [16, 16])

@@ -17,7 +17,7 @@ import pytest
 
 from maskrcnnlib.config import Config
 from maskrcnnlib.model.inference import Detector
-from maskrcnnlib.molding import mold_input
+from maskrcnnlib.model.molding import mold_input
 from maskrcnnlib.evaluate import mask_iou
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
