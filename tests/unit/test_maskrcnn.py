@@ -47,17 +47,37 @@ def test_valid_rows_cuts_shared_padding_only():
 
 
 def test_detector_returns_instances_in_original_pixels():
+    """A 40 x 64 image molds to 64 x 64 at scale 1 below 12 rows of padding, so the
+    box of a detection in the image is, by hand, its box in the molded image
+    (normalized x 63, + 1 on y2 and x2) moved up 12 rows; each mask lies in its box.
+    A lost window shift puts the boxes 12 rows off, a wrong scale stretches them (the
+    old `if count:` test passed with boxes at half their size)."""
+    keras.utils.set_random_seed(0)  # random weights with detections along all 4 edges
     detector = Detector(tiny_config())
     image = np.random.default_rng(0).integers(0, 255, (40, 64, 3)).astype("uint8")
     result = detector.detect([image, image])
-    assert len(result) == 2
+    outputs, molded, windows = detector.raw([image])
+    assert molded.shape[1:3] == (64, 64) and tuple(windows[0]) == (12, 0, 52, 64)
+    rows = outputs[0][0]
+    rows = rows[:np.flatnonzero(rows[:, 4] == 0)[0]] if (rows[:, 4] == 0).any() else rows
+    boxes = np.round(rows[:, :4] * 63 + [0, 0, 1, 1]) - [12, 0, 12, 0]
+    has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    expected, expected_rows = boxes[has_area], rows[has_area]
+    assert len(result) == 2 and len(expected) > 0
     for r in result:
         count = len(r["class_ids"])
         assert r["masks"].shape == (40, 64, count) and r["masks"].dtype == bool
         assert r["rois"].shape == (count, 4) and r["scores"].shape == (count,)
+        np.testing.assert_allclose(r["rois"], expected, atol=1)  # .5 may round either way
+        np.testing.assert_array_equal(r["class_ids"], expected_rows[:, 4])
+        np.testing.assert_allclose(r["scores"], expected_rows[:, 5])
         assert set(r["class_ids"].tolist()) <= {1, 2}
-        if count:
-            assert r["rois"][:, 2].max() <= 40 and r["rois"][:, 3].max() <= 64
+        assert r["rois"][:, :2].min() >= 0
+        assert r["rois"][:, 2].max() <= 40 and r["rois"][:, 3].max() <= 64
+        for (y1, x1, y2, x2), mask in zip(r["rois"], np.moveaxis(r["masks"], -1, 0)):
+            outside = mask.copy()
+            outside[y1:y2, x1:x2] = False
+            assert not outside.any()
     np.testing.assert_array_equal(result[0]["rois"], result[1]["rois"])
 
 
