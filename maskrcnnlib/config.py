@@ -21,7 +21,6 @@ This module imports nothing heavier than the standard library.
 import copy
 import dataclasses
 import json
-import math
 import numbers
 import os
 import tempfile
@@ -159,13 +158,6 @@ class Config:
     def anchors_per_location(self):
         """Anchors per feature-map cell: one per ratio (one scale per level)."""
         return len(self.rpn_anchor_ratios)
-
-    @property
-    def backbone_shapes(self):
-        """[(height, width)] of each pyramid level for `image_shape`:
-        ceil(image / stride), matterport's compute_backbone_shapes."""
-        h, w = self.image_shape[:2]
-        return [(math.ceil(h / s), math.ceil(w / s)) for s in self.backbone_strides]
 
     # --------------------------------------------------------- validation
     def validate(self):

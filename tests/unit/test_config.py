@@ -43,7 +43,6 @@ def test_derived_values():
     assert config.image_shape == (512, 512, 4)
     assert config.image_meta_size == 1 + 3 + 3 + 4 + 1 + 5
     assert config.anchors_per_location == 3
-    assert config.backbone_shapes == [(128, 128), (64, 64), (32, 32), (16, 16), (8, 8)]
 
 
 @pytest.mark.parametrize(
