@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from maskrcnnlib.model.anchors import get_anchors, norm_boxes
+from maskrcnnlib.model.anchors import get_anchors
 from maskrcnnlib.model.backbone import build_resnet
 from maskrcnnlib.model.detection import DetectionLayer
 from maskrcnnlib.model.fpn import build_fpn
@@ -224,7 +224,7 @@ def build_training_graph(config, seed=None):
     gt_class_ids [B, G] int32 (0 = padding), gt_boxes [B, G, 4] normalized,
     gt_masks [B, h, w, G] (mini masks when config.use_mini_mask, else full size),
     sample_key [B, 2] int32 (keys of the per-image random ROI sampling).
-    Outputs (dict): the tensors maskrcnnlib.model.losses.compute_losses takes, the
+    Outputs (dict): the tensors maskrcnnlib.model.losses.training_losses takes, the
     mask branch cut to the positive ROIs (target_masks, mask_class_ids, mrcnn_mask).
     """
     height, width, bands = config.image_shape
@@ -273,8 +273,3 @@ def build_training_graph(config, seed=None):
             inputs["image_meta"]),
     }
     return inputs, outputs
-
-
-def normalized_gt_boxes(boxes, image_shape):
-    """Pixel gt boxes [G, 4] -> normalized, matterport's norm_boxes (numpy)."""
-    return norm_boxes(np.asarray(boxes, dtype="float32").reshape(-1, 4), image_shape[:2])
