@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from maskrcnnlib.errors import DatasetError
-from maskrcnnlib.model.anchors import compute_backbone_shapes, generate_pyramid_anchors
+from maskrcnnlib.model.anchors import pyramid_anchors
 from maskrcnnlib.model.image_meta import compose_image_meta
 from maskrcnnlib.model.molding import mini_masks, mold_image, resize_image, resize_masks
 from maskrcnnlib.model.rpn_targets import rpn_targets
@@ -92,10 +92,9 @@ def _signature(config):
 
 def pixel_anchors(config):
     """Anchors [A, 4] in molded pixels for config.image_shape (matterport's order)."""
-    shapes = compute_backbone_shapes(config.image_shape, config.backbone_strides)
-    return generate_pyramid_anchors(config.rpn_anchor_scales, config.rpn_anchor_ratios,
-                                    shapes, config.backbone_strides,
-                                    config.rpn_anchor_stride).astype(np.float32)
+    return pyramid_anchors(config.image_shape, config.rpn_anchor_scales,
+                           config.rpn_anchor_ratios, config.backbone_strides,
+                           config.rpn_anchor_stride).astype(np.float32)
 
 
 # glibc's mallopt parameters (malloc.h) and the values training sets

@@ -1,139 +1,85 @@
 """Anchor boxes of the region proposal network (numpy only).
 
-Reproduces matterport Mask_RCNN's anchors value for value and in the same
-order, so that RPN outputs of matterport weights line up with them.
+The RPN head scores one anchor per output row, so the anchors must be the ones
+matterport's weights were trained with, value for value and in the same order:
+pyramid level by level from the finest; within a level, feature-map cells row
+by row; within a cell, one anchor per width/height ratio.
 
-Coordinates: pixel anchors are (y1, x1, y2, x2) in image pixels of the
-molded (resized and padded) image, y down the rows; (y2, x2) lies outside
-the box. Normalized anchors use matterport's convention (see norm_boxes).
+On a level of stride s with anchor size a, the cell (i, j) holds anchors
+centred on the pixel (i * s, j * s) (the cell's top-left pixel, not its
+centre), each of height a / sqrt(r) and width a * sqrt(r) for a ratio r, so
+that every anchor of a level has the area a * a. Only every anchor_stride-th
+cell along each axis holds anchors.
+
+Pixel anchors are (y1, x1, y2, x2) in the molded image; the network takes
+them normalized (model.boxes.boxes_to_normalized).
 """
 
 import functools
-import math
 
 import numpy as np
 
+from maskrcnnlib.model.boxes import boxes_to_normalized
 
-def generate_anchors(scales, ratios, shape, feature_stride, anchor_stride):
-    """Anchors of one feature map, in pixels.
 
-    scales: anchor side(s) in pixels (scalar or 1-D), e.g. 32.
-    ratios: width/height ratios, e.g. [0.5, 1, 2].
-    shape: (height, width) of the feature map in cells.
-    feature_stride: pixels of the image per feature-map cell.
-    anchor_stride: place anchors on every `anchor_stride`-th cell.
+def feature_map_shapes(image_size, strides):
+    """(rows, columns) of the feature map of each stride for an image (height, width[, bands]).
 
-    Returns float64 [cells * len(ratios) * len(scales), (y1, x1, y2, x2)].
-    Order: cells row by row (y major, x minor); within a cell, ratios major
-    and scales minor. Anchor centres are at cell index * feature_stride.
-    A ratio r gives height = scale / sqrt(r) and width = scale * sqrt(r).
+    A map covers the whole image: ceil(height / stride) x ceil(width / stride).
     """
-    scales = np.asarray(scales, dtype=np.float64).ravel()
-    ratios = np.asarray(ratios, dtype=np.float64).ravel()
-    # every (ratio, scale) pair, ratio major
-    pair_scales = np.tile(scales, ratios.size)
-    pair_ratios = np.repeat(ratios, scales.size)
-    heights = pair_scales / np.sqrt(pair_ratios)
-    widths = pair_scales * np.sqrt(pair_ratios)
-
-    centers_y = np.arange(0, shape[0], anchor_stride) * feature_stride
-    centers_x = np.arange(0, shape[1], anchor_stride) * feature_stride
-    grid_y, grid_x = np.meshgrid(centers_y, centers_x, indexing="ij")
-    grid_y = grid_y.reshape(-1, 1)  # [cells, 1] against [pairs]
-    grid_x = grid_x.reshape(-1, 1)
-
-    boxes = np.stack(
-        [
-            grid_y - 0.5 * heights,
-            grid_x - 0.5 * widths,
-            grid_y + 0.5 * heights,
-            grid_x + 0.5 * widths,
-        ],
-        axis=-1,
-    )
-    return boxes.reshape(-1, 4)
+    height, width = (int(v) for v in image_size[:2])
+    return [(-(-height // int(s)), -(-width // int(s))) for s in strides]
 
 
-def generate_pyramid_anchors(scales, ratios, feature_shapes, feature_strides, anchor_stride):
-    """Anchors of all pyramid levels, in pixels.
+def level_anchors(map_shape, stride, size, ratios, anchor_stride=1):
+    """Pixel anchors of one pyramid level: float64 [cells * len(ratios), 4].
 
-    scales: one anchor side per level, e.g. (32, 64, 128, 256, 512).
-    ratios: width/height ratios used on every level.
-    feature_shapes: [(height, width)] of each level (compute_backbone_shapes).
-    feature_strides: pixel stride of each level, e.g. [4, 8, 16, 32, 64].
-    anchor_stride: see generate_anchors.
-
-    Returns float64 [N, (y1, x1, y2, x2)]: level 0's anchors first, then
-    level 1's, and so on.
+    map_shape: (rows, columns) of the level's feature map; stride: its pixels per
+    cell; size: the anchors' side in pixels; ratios: width/height ratios.
     """
-    levels = [
-        generate_anchors(scales[i], ratios, feature_shapes[i], feature_strides[i], anchor_stride)
-        for i in range(len(scales))
-    ]
-    return np.concatenate(levels, axis=0)
+    ratios = np.asarray(ratios, dtype=np.float64).reshape(-1)
+    half_height = 0.5 * (size / np.sqrt(ratios))  # [R]
+    half_width = 0.5 * (size * np.sqrt(ratios))
+    rows = np.arange(0, map_shape[0], anchor_stride) * stride
+    columns = np.arange(0, map_shape[1], anchor_stride) * stride
+    centre_y = np.repeat(rows, columns.size)[:, None]  # [cells, 1], row by row
+    centre_x = np.tile(columns, rows.size)[:, None]
+    corners = [centre_y - half_height, centre_x - half_width,
+               centre_y + half_height, centre_x + half_width]  # each [cells, R]
+    return np.stack(corners, axis=-1).reshape(-1, 4)
 
 
-def compute_backbone_shapes(image_shape, strides):
-    """(height, width) of each pyramid level: ceil(image side / stride).
+def pyramid_anchors(image_size, sizes, ratios, strides, anchor_stride=1):
+    """Pixel anchors of every level for an image (height, width[, bands]): float64 [A, 4].
 
-    image_shape: (height, width[, bands]) of the molded image.
-    Returns int array [len(strides), (height, width)].
+    sizes[i] is the anchor side on the level of strides[i]; levels follow in that order.
     """
-    height, width = int(image_shape[0]), int(image_shape[1])
-    return np.array(
-        [[math.ceil(height / s), math.ceil(width / s)] for s in strides], dtype=np.int64
-    )
-
-
-def norm_boxes(boxes, shape):
-    """Pixel boxes to normalized boxes (matterport's convention).
-
-    boxes: [..., (y1, x1, y2, x2)] in pixels, (y2, x2) outside the box.
-    shape: (height, width) of the image in pixels.
-    Returns float32 [..., 4]: (y1, x1, y2 - 1, x2 - 1) / (h - 1, w - 1, h - 1, w - 1),
-    so (0, 0, h, w) maps to (0, 0, 1, 1) and (y2, x2) is inside the box.
-    """
-    h, w = shape
-    scale = np.array([h - 1, w - 1, h - 1, w - 1])
-    shift = np.array([0, 0, 1, 1])
-    return np.divide(np.asarray(boxes) - shift, scale).astype(np.float32)
-
-
-def denorm_boxes(boxes, shape):
-    """Normalized boxes back to int32 pixel boxes; inverse of norm_boxes
-    with rounding to the nearest pixel.
-
-    boxes: [..., (y1, x1, y2, x2)] normalized; shape: (height, width).
-    """
-    h, w = shape
-    scale = np.array([h - 1, w - 1, h - 1, w - 1])
-    shift = np.array([0, 0, 1, 1])
-    return np.around(np.multiply(boxes, scale) + shift).astype(np.int32)
+    shapes = feature_map_shapes(image_size, strides)
+    return np.concatenate([
+        level_anchors(shape, stride, size, ratios, anchor_stride)
+        for shape, stride, size in zip(shapes, strides, sizes)
+    ])
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_anchors(height, width, scales, ratios, strides, anchor_stride):
-    shapes = compute_backbone_shapes((height, width), strides)
-    pixels = generate_pyramid_anchors(scales, ratios, shapes, strides, anchor_stride)
-    anchors = norm_boxes(pixels, (height, width))
-    anchors.setflags(write=False)  # shared between callers
+def _normalized_anchors(height, width, sizes, ratios, strides, anchor_stride):
+    pixels = pyramid_anchors((height, width), sizes, ratios, strides, anchor_stride)
+    anchors = boxes_to_normalized(pixels, (height, width))
+    anchors.setflags(write=False)  # one array shared by every caller
     return anchors
 
 
-def get_anchors(image_shape, scales, ratios, strides, anchor_stride):
-    """Normalized anchors of the whole pyramid for a molded image size.
+def get_anchors(image_shape, sizes, ratios, strides, anchor_stride):
+    """Normalized anchors of the whole pyramid for a molded image (height, width[, bands]).
 
-    image_shape: (height, width[, bands]) of the molded image.
-    scales, ratios, strides, anchor_stride: Config's rpn_anchor_scales,
-    rpn_anchor_ratios, backbone_strides and rpn_anchor_stride.
-
-    Returns a read-only float32 [N, (y1, x1, y2, x2)] array, cached per size
-    and settings (copy it before changing it).
+    sizes, ratios, strides, anchor_stride: Config's rpn_anchor_scales, rpn_anchor_ratios,
+    backbone_strides and rpn_anchor_stride. Returns a read-only float32 [A, 4] array,
+    cached per image size and settings (copy it before changing it).
     """
-    return _cached_anchors(
+    return _normalized_anchors(
         int(image_shape[0]),
         int(image_shape[1]),
-        tuple(scales),
+        tuple(sizes),
         tuple(ratios),
         tuple(int(s) for s in strides),
         int(anchor_stride),
@@ -141,12 +87,9 @@ def get_anchors(image_shape, scales, ratios, strides, anchor_stride):
 
 
 def anchors_for_config(config, image_shape=None):
-    """get_anchors with the settings of a Config (or any object with the same
-    field names); image_shape defaults to config.image_shape."""
-    if image_shape is None:
-        image_shape = config.image_shape
+    """get_anchors with a Config's settings; image_shape defaults to config.image_shape."""
     return get_anchors(
-        image_shape,
+        config.image_shape if image_shape is None else image_shape,
         config.rpn_anchor_scales,
         config.rpn_anchor_ratios,
         config.backbone_strides,
