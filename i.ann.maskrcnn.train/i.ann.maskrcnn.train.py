@@ -252,6 +252,26 @@
 # %end
 
 # %option
+# % key: keep
+# % type: integer
+# % label: Number of the last epoch checkpoints to keep
+# % description: Older ones are removed as training goes on (0: keep all). With -s, the best epoch by validation mask mAP is also kept as mask_rcnn_<name>_best.h5
+# % answer: 5
+# % options: 0-
+# % guisection: Output
+# %end
+
+# %option
+# % key: patience
+# % type: integer
+# % label: Stop after this many epochs without a better validation mask mAP
+# % description: Needs -s; 0: never stop early
+# % answer: 0
+# % options: 0-
+# % guisection: Training
+# %end
+
+# %option
 # % key: seed
 # % type: integer
 # % label: Seed of the random generators
@@ -338,6 +358,8 @@ def check_options(options, flags):
         gs.fatal(_("Empty class name in classes=<{}>").format(options["classes"]))
     if len(set(classes)) != len(classes):
         gs.fatal(_("Two or more classes have the same name: {}").format(options["classes"]))
+    if int(options["patience"]) and not flags["s"]:
+        gs.fatal(_("patience needs -s: a held-out validation set to judge the epochs by"))
     if len(int_list(options["mini_mask_size"])) > 2:
         gs.fatal(_("mini_mask_size takes one value (square) or two (height,width)"))
     min_dim, max_dim = int(options["images_min_dim"]), int(options["images_max_dim"])
@@ -376,6 +398,7 @@ def make_job(options, flags, classes):
         images_max_dim=int(options["images_max_dim"]), backbone=options["backbone"],
         learning_rate=float(options["learning_rate"]),
         seed=int(options["seed"]) if options["seed"] else None,
+        keep=int(options["keep"]), patience=int(options["patience"]),
         augment=options["augment"] == "flip_rotate",
         anchor_scales=int_list(options["anchor_scales"]) or None,
         overwrite=gs.overwrite())

@@ -8,6 +8,7 @@ gs.message), so this module never imports GRASS.
 """
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from maskrcnnlib.dataset.pipeline import training_dataset
 from maskrcnnlib.errors import TrainingError
 from maskrcnnlib.model.training import LOSS_KEYS, MaskRCNNTrainer, compile_trainer, \
     set_trainable_stage
-from maskrcnnlib.modelcard import read_card, write_card
+from maskrcnnlib.modelcard import card_path, read_card, write_card
 from maskrcnnlib.weights import (HEAD_LAYERS, inspect_h5, load_weights_h5,
                                  save_weights_h5)
 
@@ -38,7 +39,25 @@ class TrainingResult:
 
 
 def checkpoint_path(logs, name, epoch):
+    """The checkpoint of an epoch (a number), or of the best epoch (epoch "best")."""
+    if epoch == "best":
+        return os.path.join(logs, "mask_rcnn_{}_best.h5".format(name))
     return os.path.join(logs, "mask_rcnn_{}_{:04d}.h5".format(name, epoch))
+
+
+def replace_file(source, target):
+    """target becomes a copy of source (a hard link where the file system allows),
+    atomically: a reader sees the old or the new file, never half of one."""
+    partial = "{}.{}.tmp".format(target, os.getpid())
+    try:
+        try:
+            os.link(source, partial)
+        except OSError:
+            shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 def plan_stages(epochs, learning_rate, from_weights, initial_epoch=0):
@@ -100,8 +119,15 @@ class _EpochReport(keras.callbacks.Callback):
     """
 
     def __init__(self, trainer, config, logs, name, result, card_extra, message, percent,
-                 steps_per_epoch, total_epochs, validation_data=None, writes=True):
+                 steps_per_epoch, total_epochs, validation_data=None, writes=True, keep=0,
+                 patience=0):
         super().__init__()
+        self.keep, self.patience = keep, patience
+        # the best validation mask mAP so far, and its epoch (a resumed run's history too)
+        scored = [(entry["val_mAP"], entry["epoch"]) for entry in result.history
+                  if "val_mAP" in entry]
+        self.best = max(scored, key=lambda item: (item[0], -item[1])) if scored else None
+        self.stopped_early = None
         self.writes = writes  # False on the workers other than the chief
         self.trainer, self.config, self.logs, self.name = trainer, config, logs, name
         self.result, self.card_extra = result, card_extra
@@ -179,6 +205,9 @@ class _EpochReport(keras.callbacks.Callback):
             write_card(path, self.config, dict(self.card_extra, epoch=number,
                                                history=self.result.history))
             self.result.checkpoints.append(path)
+            self._keep_best(path, logs, number)
+            self._remove_old_checkpoints(number)
+        self._stop_when_stalled(logs, number)
         losses = ", ".join("{} {:.4f}".format(k, logs[k]) for k in ("loss",) + LOSS_KEYS
                            if k in logs)
         validation = " validation loss {:.4f},".format(logs["val_loss"]) \
@@ -195,6 +224,40 @@ class _EpochReport(keras.callbacks.Callback):
                 format_duration(seconds_left(self.stage_epochs, left)))
         self.message("Epoch {}/{}: {},{} {}".format(number, self.total_epochs, losses,
                                                     validation, timing))
+
+
+    def _keep_best(self, path, logs, number):
+        """With validation: the epoch with the best mask mAP so far is also
+        mask_rcnn_<name>_best.h5, with its card (ties keep the earlier epoch)."""
+        if "val_mAP" not in logs:
+            return
+        if self.best is not None and logs["val_mAP"] <= self.best[0]:
+            return
+        self.best = (logs["val_mAP"], number)
+        best = checkpoint_path(self.logs, self.name, "best")
+        replace_file(path, best)
+        replace_file(card_path(path), card_path(best))
+
+    def _remove_old_checkpoints(self, number):
+        """Keep the last `keep` epoch checkpoints (0: all) and their cards."""
+        if self.keep <= 0:
+            return
+        for epoch in range(1, number - self.keep + 1):
+            old = checkpoint_path(self.logs, self.name, epoch)
+            for path in (old, card_path(old)):
+                if os.path.exists(path):
+                    os.remove(path)
+                    if path in self.result.checkpoints:
+                        self.result.checkpoints.remove(path)
+
+    def _stop_when_stalled(self, logs, number):
+        """patience epochs after the best validation mask mAP without a better one: stop."""
+        if not self.patience or "val_mAP" not in logs or self.best is None:
+            return
+        if number - self.best[1] >= self.patience:
+            self.stopped_early = "validation mask mAP has not improved for {} epochs since " \
+                "epoch {} ({:.3f})".format(number - self.best[1], self.best[1], self.best[0])
+            self.trainer.stop_training = True
 
 
 def _build_trainer(config, seed, placement):
@@ -226,7 +289,7 @@ def replica_datasets(strategy, data, config, seed, augment, shuffle=True):
 
 def train(config, train_data, logs, name, placement, validation_data=None,
           initial_weights=None, exclude_heads=False, seed=None, augment=False, card_extra=None,
-          message=print, percent=lambda *args: None):
+          message=print, percent=lambda *args: None, keep=0, patience=0):
     """Train and write checkpoints; returns a TrainingResult.
 
     config: a validated Config (epochs, steps_per_epoch, validation_steps, ...).
@@ -235,6 +298,10 @@ def train(config, train_data, logs, name, placement, validation_data=None,
     placement: the maskrcnnlib.distribute.Placement to train with (the job makes
     it from config.gpu_count and TF_CONFIG). Only its chief writes into logs.
     initial_weights: .h5 to start from; one of our checkpoints resumes at its epoch.
+    keep: how many of the last epoch checkpoints stay (0: all); with validation data,
+    the best epoch by mask mAP is also mask_rcnn_<name>_best.h5.
+    patience: with validation data, stop after this many epochs without a better
+    mask mAP (0: never).
     Raises TrainingError (NaN loss: the last good checkpoint stays).
     """
     if seed is not None:
@@ -277,7 +344,11 @@ def train(config, train_data, logs, name, placement, validation_data=None,
     report = _EpochReport(trainer, config, logs, name, result, card_extra, message,
                           percent, config.steps_per_epoch, config.epochs,
                           validation_data=validation_data if validation else None,
-                          writes=placement.is_chief)
+                          writes=placement.is_chief, keep=keep,
+                          patience=patience if placement.worker_count == 1 else 0)
+    if patience and placement.worker_count > 1:
+        # only the chief validates: the other workers could not tell when to stop
+        message("patience is not applied when training on several machines")
     callbacks = [report]
     if placement.is_chief:  # the other workers write nothing in logs
         callbacks += [
@@ -308,5 +379,9 @@ def train(config, train_data, logs, name, placement, validation_data=None,
             last = result.checkpoints[-1] if result.checkpoints else (initial_weights or "none")
             raise TrainingError("Training stopped: {}. The last good checkpoint is {}. "
                                 "Try a lower learning_rate.".format(report.failure, last))
+        if report.stopped_early:
+            message("Stopped early at epoch {}: {}".format(report.epoch_number,
+                                                         report.stopped_early))
+            break
         epoch = last_epoch
     return result

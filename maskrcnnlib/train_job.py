@@ -5,7 +5,9 @@ prepared here, each step once (logs directory, datasets, normalization, anchors,
 the Config, resume checks, device placement); maskrcnnlib.train.train then runs
 the training loop with what was prepared, and never imports this module.
 """
+import csv
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +50,8 @@ class TrainJob:
     seed: int = None
     augment: bool = False
     anchor_scales: list = None
+    keep: int = 5  # epoch checkpoints kept (the last ones); 0: all
+    patience: int = 0  # epochs without a better validation mask mAP before stopping; 0: never
     overwrite: bool = False  # --overwrite: chips_directory may be replaced
     writes: bool = True  # False on a worker other than the chief (TF_CONFIG)
 
@@ -63,6 +67,95 @@ def prepare_logs(logs):
     except OSError as error:
         raise TrainingError("Cannot write in the logs directory {}: {}".format(
             logs, error.strerror or error)) from error
+
+
+CHECKPOINT_NAME = re.compile(r"mask_rcnn_(?P<name>.+)_(?P<epoch>\d{4}|best)\.(?:h5|json)\Z")
+
+
+def run_files(logs, name):
+    """[(epoch number, or None for the best checkpoint, path)] of the checkpoints and
+    cards of the run <name> in logs, and (None, path) of its CSV log."""
+    found = []
+    for entry in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+        match = CHECKPOINT_NAME.match(entry)
+        if match and match.group("name") == name:
+            epoch = match.group("epoch")
+            found.append((None if epoch == "best" else int(epoch), os.path.join(logs, entry)))
+        elif entry == "mask_rcnn_{}.csv".format(name):
+            found.append((None, os.path.join(logs, entry)))
+    return found
+
+
+def resumed_epoch(job):
+    """The epoch of job.initial_weights when it is a checkpoint of this run (same logs,
+    same name), else None."""
+    if not job.initial_weights or not os.path.isfile(job.initial_weights):
+        return None
+    match = CHECKPOINT_NAME.match(os.path.basename(job.initial_weights))
+    same_folder = os.path.realpath(os.path.dirname(os.path.abspath(job.initial_weights))) \
+        == os.path.realpath(job.logs)
+    if not (match and same_folder and match.group("name") == job.name
+            and match.group("epoch") != "best"):
+        return None
+    return int(match.group("epoch"))
+
+
+def earlier_run(job):
+    """What of an earlier run of the same name in logs this run replaces: [paths] to
+    remove (empty when there is none, or when this run goes on from its last checkpoint).
+
+    A run never replaces another unasked: without --overwrite, TrainingError. With it,
+    the earlier run's checkpoints, cards and CSV log go (going on from an earlier epoch
+    of it: the later epochs and the best checkpoint go, the CSV keeps the epochs before).
+    """
+    files = run_files(job.logs, job.name)
+    resumed = resumed_epoch(job)
+    later = [path for epoch, path in files if epoch is not None and
+             (resumed is None or epoch > resumed)]
+    if not files or (resumed is not None and not later):
+        return []
+    if not job.overwrite:
+        checkpoints = [path for epoch, path in files if epoch is not None
+                       and path.endswith(".h5")]
+        if not checkpoints:
+            raise TrainingError("{} already holds files of a run named <{}> ({}): give "
+                                "--overwrite to replace them, or another name".format(
+                                    job.logs, job.name, os.path.basename(files[0][1])))
+        raise TrainingError(
+            "{} already holds a run named <{}> ({}): give --overwrite to replace it, another "
+            "name, or model={} to go on with it".format(
+                job.logs, job.name, os.path.basename(max(checkpoints)), max(checkpoints)))
+    if resumed is None:
+        return [path for _, path in files]
+    return later + [path for epoch, path in files if epoch is None
+                    and not path.endswith(".csv")]
+
+
+def remove_earlier_run(job, doomed, message):
+    """Remove what earlier_run() found, once this run is ready to start."""
+    if not doomed:
+        return
+    resumed = resumed_epoch(job)
+    if resumed is not None:
+        truncate_csv(os.path.join(job.logs, "mask_rcnn_{}.csv".format(job.name)), resumed)
+    for path in doomed:
+        os.remove(path)
+    message("--overwrite: removed {} files of the earlier run <{}> from {}".format(
+        len(doomed), job.name, job.logs))
+
+
+def truncate_csv(path, epochs):
+    """Keep the header and the rows of the first `epochs` epochs of a CSV log."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as stream:
+        rows = list(csv.reader(stream))
+    if not rows or "epoch" not in rows[0]:
+        return
+    column = rows[0].index("epoch")
+    kept = [rows[0]] + [row for row in rows[1:] if row and int(float(row[column])) < epochs]
+    with open(path, "w", newline="") as stream:
+        csv.writer(stream).writerows(kept)
 
 
 class Subset:
@@ -252,8 +345,10 @@ def run_train_job(job, message=print, percent=lambda *a: None):
     from maskrcnnlib.distribute import is_chief
 
     job.writes = is_chief()
+    doomed = []
     if job.writes:
         prepare_logs(job.logs)
+        doomed = earlier_run(job)
     dataset, band_names, summary = load_data(job, message)
     use_pretrained(job, message, percent)
     config = make_config(job, dataset, band_names)
@@ -270,7 +365,9 @@ def run_train_job(job, message=print, percent=lambda *a: None):
                     ",".join(config.class_names),
                     ",".join(str(s) for s in config.rpn_anchor_scales)))
     extra = {"training_data": summary, "seed": job.seed, "augment": job.augment}
+    remove_earlier_run(job, doomed, message)
     return train(config, training, job.logs, job.name, placement, validation_data=validation,
                  initial_weights=job.initial_weights, exclude_heads=job.exclude_heads,
                  seed=job.seed, augment=job.augment, card_extra=extra, message=message,
+                 keep=job.keep, patience=job.patience,
                  percent=percent)

@@ -276,3 +276,45 @@ def test_train_starts_from_a_cardless_matterport_file(run_module, dataset, matte
     assert result.returncode == 0, result.stderr
     card = json.loads((tmp_path / "b" / "mask_rcnn_old_0001.json").read_text())
     assert card["config"]["backbone"] == "resnet50" and card["config"]["num_classes"] == 4
+
+
+def run_files(logs):
+    return sorted(path.name for path in logs.iterdir() if path.name.startswith("mask_rcnn_"))
+
+
+def test_best_keep_patience_and_a_run_never_replaces_another(run_module, dataset, tmp_path):
+    """-s keeps the best epoch by validation mask mAP as _best (ties: the earlier),
+    keep=2 only the last two epochs, patience=1 stops one epoch after the best. A second
+    run of the same name needs --overwrite, which removes the first run and its CSV."""
+    logs = tmp_path / "logs"
+    # a learning rate too small to change anything: every epoch scores the same
+    first = train(run_module, "-s", training_dataset=dataset, logs=logs, epochs=4, keep=2,
+                  patience=1, learning_rate=1e-12, seed=3)
+    assert first.returncode == 0, first.stderr
+    said = " ".join(first.stderr.split())
+    assert "Stopped early at epoch 2: validation mask mAP has not improved for 1 epochs " \
+        "since epoch 1" in said
+    assert run_files(logs) == ["mask_rcnn_test.csv", "mask_rcnn_test_0001.h5",
+                               "mask_rcnn_test_0001.json", "mask_rcnn_test_0002.h5",
+                               "mask_rcnn_test_0002.json", "mask_rcnn_test_best.h5",
+                               "mask_rcnn_test_best.json"]
+    best = json.loads((logs / "mask_rcnn_test_best.json").read_text())
+    assert best["epoch"] == 1 and len(history(logs)) == 2
+    assert (logs / "mask_rcnn_test_best.h5").read_bytes() == \
+        (logs / "mask_rcnn_test_0001.h5").read_bytes()
+    before = {name: (logs / name).read_bytes() for name in run_files(logs)}
+
+    second = train(run_module, training_dataset=dataset, logs=logs, epochs=1)
+    assert second.returncode != 0
+    message = " ".join(error_message(second.stderr).split())
+    assert "already holds a run named <test> (mask_rcnn_test_0002.h5)" in message
+    assert "--overwrite" in message
+    assert {name: (logs / name).read_bytes() for name in run_files(logs)} == before
+
+    third = train(run_module, "--overwrite", training_dataset=dataset, logs=logs, epochs=3,
+                  keep=0)
+    assert third.returncode == 0, third.stderr
+    assert run_files(logs) == ["mask_rcnn_test.csv"] + [
+        "mask_rcnn_test_{:04d}.{}".format(epoch, ext) for epoch in (1, 2, 3)
+        for ext in ("h5", "json")]
+    assert [row["epoch"] for row in history(logs)] == ["0", "1", "2"]  # a CSV of its own
