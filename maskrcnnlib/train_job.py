@@ -54,6 +54,7 @@ class TrainJob:
     patience: int = 0  # epochs without a better validation mask mAP before stopping; 0: never
     overwrite: bool = False  # --overwrite: chips_directory may be replaced
     writes: bool = True  # False on a worker other than the chief (TF_CONFIG)
+    normalization: dict = None  # set by make_config: how pixel values were normalized
 
 
 def prepare_logs(logs):
@@ -211,19 +212,6 @@ def split(job, dataset):
     return Subset(dataset, kept), Subset(dataset, held)
 
 
-def band_statistics(dataset, bands, limit=50):
-    """Per-band mean and standard deviation over up to `limit` images."""
-    total, square, count = np.zeros(bands), np.zeros(bands), 0
-    for index in range(min(limit, len(dataset))):
-        image = np.asarray(dataset.load(index)[0], dtype=np.float64).reshape(-1, bands)
-        total += image.sum(axis=0)
-        square += (image ** 2).sum(axis=0)
-        count += image.shape[0]
-    mean = total / count
-    std = np.sqrt(np.maximum(square / count - mean ** 2, 0))
-    return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
-
-
 def base_config(job, bands):
     """Config from the job, or from the checkpoint being resumed."""
     card = read_card(job.initial_weights) if job.initial_weights else None
@@ -286,10 +274,11 @@ def make_config(job, dataset, band_names):
                                "first image is {}x{}".format(*image.shape[:2]))
         config.resize_mode, config.image_min_dim, config.image_max_dim = "none", side, side
     config.train_bn = None if job.train_bn else False
-    if job.initial_weights and bands <= 3:
-        config.pixel_mean, config.pixel_std = default_pixel_mean(bands), [1.0] * bands
-    else:
-        config.pixel_mean, config.pixel_std = band_statistics(dataset, bands)
+    from maskrcnnlib.dataset.radiometry import normalization
+
+    config.pixel_mean, config.pixel_std, job.normalization = normalization(
+        dataset, bands, pretrained_rgb=bool(job.initial_weights) and bands <= 3,
+        rgb_mean=default_pixel_mean(3))
     config.validate()
     if job.anchor_scales:
         config.rpn_anchor_scales = list(job.anchor_scales)
@@ -365,6 +354,8 @@ def run_train_job(job, message=print, percent=lambda *a: None):
                     ",".join(config.class_names),
                     ",".join(str(s) for s in config.rpn_anchor_scales)))
     extra = {"training_data": summary, "seed": job.seed, "augment": job.augment}
+    if job.normalization:
+        extra["normalization"] = job.normalization
     remove_earlier_run(job, doomed, message)
     return train(config, training, job.logs, job.name, placement, validation_data=validation,
                  initial_weights=job.initial_weights, exclude_heads=job.exclude_heads,
