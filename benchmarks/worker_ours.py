@@ -320,7 +320,7 @@ STAGE_LAYERS = [
     ("mask head", ("mrcnn_mask",)),
     ("training targets", ("proposal_targets", "anchors")),
     ("losses", ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
-                "mrcnn_mask_loss", "compute_losses")),
+                "mrcnn_mask_loss")),
 ]
 
 
