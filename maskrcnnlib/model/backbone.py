@@ -100,12 +100,7 @@ def bottleneck_block(x, filters, stage, block, train_bn, strides=1,
     y = _conv_bn(y, f2, 3, conv + "2b", bn + "2b", train_bn, padding="same",
                  winograd=winograd)
     y = _conv_bn(y, f3, 1, conv + "2c", bn + "2c", train_bn, relu=False)
-    shortcut = x
-    if projection:
-        shortcut = _conv_bn(x, f3, 1, conv + "1", bn + "1", train_bn,
-                            strides=strides, relu=False)
-    y = layers.Add()([y, shortcut])
-    return layers.Activation("relu", name="res{}{}_out".format(stage, block))(y)
+    return _add_shortcut(x, y, stage, block, train_bn, strides, projection)
 
 
 def basic_block(x, filters, stage, block, train_bn, strides=1,
@@ -120,12 +115,19 @@ def basic_block(x, filters, stage, block, train_bn, strides=1,
                  strides=strides, padding="same", winograd=winograd)
     y = _conv_bn(y, filters, 3, conv + "2b", bn + "2b", train_bn,
                  padding="same", relu=False, winograd=winograd)
+    return _add_shortcut(x, y, stage, block, train_bn, strides, projection)
+
+
+def _add_shortcut(x, y, stage, block, train_bn, strides, projection):
+    """relu(y + shortcut): x itself, or (projection) x through a strided 1x1 conv and
+    batch norm to y's channels (layers res<stage><block>_branch1, bn..._branch1)."""
     shortcut = x
     if projection:
-        shortcut = _conv_bn(x, filters, 1, conv + "1", bn + "1", train_bn,
+        shortcut = _conv_bn(x, y.shape[-1], 1, "res{}{}_branch1".format(stage, block),
+                            "bn{}{}_branch1".format(stage, block), train_bn,
                             strides=strides, relu=False)
-    y = layers.Add()([y, shortcut])
-    return layers.Activation("relu", name="res{}{}_out".format(stage, block))(y)
+    return layers.Activation("relu", name="res{}{}_out".format(stage, block))(
+        layers.Add()([y, shortcut]))
 
 
 def _stage(x, stage, kind, blocks, train_bn, winograd=False):
