@@ -22,15 +22,24 @@ import grass.script as gs
 from maskrcnnlib.errors import DetectionError
 from maskrcnnlib.grassio.maps import exists_here, remove_maps, temporary_name
 from maskrcnnlib.grassio.region import window_env
+from maskrcnnlib.outlines import square_mask
 
 OUTPUT_TYPES = ("area", "point")
 # an instance with more than this share of its cells already taken is a duplicate
 DUPLICATE_SHARE = 0.5
 # holes in an object smaller than this share of its cells (and one-cell holes) are filled
 HOLE_SHARE = 0.01
-COLUMNS = "class text, class_id integer, score double precision, area double precision"
+COLUMNS = ("class text, class_id integer, score double precision, area double precision, "
+           "source text")
+# v.generalize methods smoothing= takes: simplification, then smoothing
+SMOOTHING_METHODS = ("douglas", "lang", "reduction", "reumann", "boyle", "sliding_averaging",
+                     "distance_weighting", "chaiken", "hermite", "snakes")
+# rows of the score raster built in memory at once: about this many cells
+STRIP_CELLS = 1 << 20
 # Vector names end up as SQL table names: keep them SQL-safe.
 _VECTOR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+# G_legal_filename: not starting with a dot, none of these characters
+_RASTER_NAME = re.compile(r"[^./\"'@,=*~\s][^/\"'@,=*~\s]*\Z")
 
 
 def _largest_part(cells):
@@ -67,6 +76,11 @@ def _fill_small_holes(cells, taken):
     return cells | small[labels]
 
 
+def _sql_text(value):
+    """An SQL text literal (NULL for None)."""
+    return "NULL" if value is None else "'{}'".format(str(value).replace("'", "''"))
+
+
 class InstanceWriter:
     """Writes instances into a vector map (or one map per class), streaming.
 
@@ -82,6 +96,17 @@ class InstanceWriter:
             2018). The names of all classes are checked up front.
         history: text stored as the maps' command history (v.support cmdhist);
             the history then holds only this line, not the internal steps.
+        min_area: objects whose claimed cells cover less (map units squared) are
+            dropped (``small``).
+        smoothing, smoothing_threshold: a v.generalize method (SMOOTHING_METHODS)
+            and its threshold (map units) applied to the areas' boundaries; None:
+            the cell outlines. v.generalize leaves a boundary as it was where the
+            change would make it cross another, so areas never overlap.
+        orthogonal: square each object (outlines.square_mask) before it claims
+            its cells, then straighten the areas' staircases (douglas, one cell).
+        instances, scores: raster maps to create (None: not made): the category,
+            and the score, of the object claiming each cell; null elsewhere.
+            They hold the claimed cells (the areas before smoothing).
 
     Instances (duck typed: ``class_id``, ``score``, ``row0``, ``col0``,
     ``mask`` bool [h, w] with mask[y, x] = region cell (row0 + y, col0 + x))
@@ -114,7 +139,8 @@ class InstanceWriter:
     """
 
     def __init__(self, output, classes, output_type=("area",), overwrite=False,
-                 per_class=False, history=None):
+                 per_class=False, history=None, min_area=0.0, smoothing=None,
+                 smoothing_threshold=None, orthogonal=False, instances=None, scores=None):
         if isinstance(output_type, str):
             output_type = output_type.split(",")
         self.output_type = tuple(dict.fromkeys(output_type))
@@ -127,13 +153,25 @@ class InstanceWriter:
                 ", ".join(self.classes)))
         self.overwrite, self.per_class, self.history = bool(overwrite), per_class, history
         self.outputs = self._check_outputs(output)
+        self.rasters = self._check_rasters(instances, scores)
+        if smoothing and smoothing not in SMOOTHING_METHODS:
+            raise DetectionError("smoothing must be one of {}, got {}".format(
+                ", ".join(SMOOTHING_METHODS), smoothing))
+        if smoothing and not (smoothing_threshold and smoothing_threshold > 0):
+            raise DetectionError("smoothing={} needs a threshold above 0 (map units)".format(
+                smoothing))
+        self.smoothing, self.smoothing_threshold = smoothing or None, smoothing_threshold
+        self.orthogonal = bool(orthogonal)
         region = gs.region()
         self._rows, self._cols = int(region["rows"]), int(region["cols"])
         self._nsres, self._ewres = float(region["nsres"]), float(region["ewres"])
         self._north, self._west = float(region["n"]), float(region["w"])
         self._env = window_env(region, 0, 0, self._rows, self._cols)
-        self._records = []  # per category - 1: [class_id, score, cells, mean row, mean col]
-        self._dropped = self._duplicates = 0
+        # fewer claimed cells than this: smaller than min_area
+        self._min_cells = float(min_area or 0) / (self._nsres * self._ewres) - 1e-9
+        # per category - 1: [class_id, score, cells, mean row, mean col, source]
+        self._records = []
+        self._dropped = self._duplicates = self._small = 0
         self._temporaries = {"raster": [], "vector": []}
         self._grid_path = gs.tempfile(create=True)
         self._map = self._ids = None
@@ -156,6 +194,11 @@ class InstanceWriter:
     def dropped(self):
         """Instances dropped: no cell in the region, or mostly taken by earlier ones."""
         return self._dropped
+
+    @property
+    def small(self):
+        """Of the dropped instances, those whose claimed cells cover less than min_area."""
+        return self._small
 
     @property
     def duplicates(self):
@@ -204,8 +247,30 @@ class InstanceWriter:
                                      "it".format(name))
         return names
 
-    def add(self, instances):
-        """Write instances (region cells) into the id grid; earlier ones keep shared cells."""
+    def _check_rasters(self, instances, scores):
+        """{"instances"/"scores": final raster name}; DetectionError for bad or existing names."""
+        names = {key: name for key, name in (("instances", instances), ("scores", scores))
+                 if name}
+        for key, name in names.items():
+            name, _, mapset = str(name).partition("@")
+            if mapset and mapset != gs.gisenv()["MAPSET"]:
+                raise DetectionError("Raster map <{}> must be in the current mapset".format(
+                    names[key]))
+            if not _RASTER_NAME.match(name):
+                raise DetectionError("<{}> is not a valid raster map name".format(name))
+            if not self.overwrite and exists_here("raster", name):
+                raise DetectionError("Raster map <{}> exists; use overwrite to replace "
+                                     "it".format(name))
+            names[key] = name
+        if len(set(names.values())) < len(names):
+            raise DetectionError("instances and scores must be two different maps")
+        return names
+
+    def add(self, instances, source=None):
+        """Write instances (region cells) into the id grid; earlier ones keep shared cells.
+
+        source: text for the ``source`` column of these instances (image or bands).
+        """
         self._check_open()
         for instance in instances:
             class_id = int(instance.class_id)
@@ -224,14 +289,21 @@ class InstanceWriter:
             inside = mask[top - row0:bottom - row0, left - col0:right - col0]
             taken = window != 0
             free = _fill_small_holes(_largest_part(inside & ~taken), taken)
+            if self.orthogonal and free.any():
+                free = _fill_small_holes(_largest_part(square_mask(free) & ~taken), taken)
             rows, cols = np.nonzero(free)
             cells = np.count_nonzero(inside)
             if not cells or rows.size < cells * (1 - DUPLICATE_SHARE):
                 self._dropped += 1
                 self._duplicates += bool(cells)
                 continue
+            if rows.size < self._min_cells:
+                self._dropped += 1
+                self._small += 1
+                continue
             self._records.append([class_id, float(instance.score), int(rows.size),
-                                  float(top + rows.mean()), float(left + cols.mean())])
+                                  float(top + rows.mean()), float(left + cols.mean()),
+                                  source])
             window[rows, cols] = len(self._records)
 
     def flush_until(self, row):
@@ -297,11 +369,14 @@ class InstanceWriter:
                     process.returncode)))
 
     def _build(self):
-        """{final name: temporary vector map with geometry, table and history}."""
+        """{(kind, final name): temporary map}: vectors with geometry, table and history,
+        and the rasters."""
+        ids = self._id_raster() if self._records and (
+            "area" in self.output_type or "instances" in self.rasters) else None
         if self._records:
             parts = []
             if "area" in self.output_type:
-                parts.append(self._areas())
+                parts.append(self._areas(ids))
             if "point" in self.output_type:
                 parts.append(self._points())
             combined = parts[0]
@@ -314,7 +389,7 @@ class InstanceWriter:
         self._run("v.db.addtable", map=combined, columns=COLUMNS)
         self._fill_table(combined)
         if not self.per_class:
-            built = {self.outputs[None]: combined}
+            built = {("vector", self.outputs[None]): combined}
         else:
             present = sorted({record[0] for record in self._records})
             built = {}
@@ -322,27 +397,73 @@ class InstanceWriter:
                 part = self._temporary("vector", "class")
                 self._run("v.extract", input=combined, output=part,
                           where="class_id = {}".format(class_id))
-                built[self.outputs[class_id]] = part
+                built[("vector", self.outputs[class_id])] = part
         for temporary in built.values():
             self._set_history(temporary)
+        if "instances" in self.rasters:
+            if ids is None:  # no object: an all-null map
+                ids = self._id_raster()
+            self._set_raster_history(ids, "Object ids (the categories of the vector map)")
+            built[("raster", self.rasters["instances"])] = ids
+        if "scores" in self.rasters:
+            scores = self._score_raster()
+            self._set_raster_history(scores, "Score of the object covering each cell")
+            built[("raster", self.rasters["scores"])] = scores
         return built
 
-    def _areas(self):
-        ids = self._temporary("raster", "ids")
-        self._run("r.in.bin", input=self._grid_path, output=ids, bytes=4, order="native",
+    def _import_grid(self, path, purpose, **options):
+        """A temporary raster of the region from a raw row-major file of its cells."""
+        name = self._temporary("raster", purpose)
+        self._run("r.in.bin", input=path, output=name, order="native",
                   north=repr(self._north), south=repr(self._north - self._rows * self._nsres),
                   west=repr(self._west), east=repr(self._west + self._cols * self._ewres),
-                  rows=self._rows, cols=self._cols, anull=0)
+                  rows=self._rows, cols=self._cols, **options)
+        return name
+
+    def _id_raster(self):
+        """The id grid as a temporary CELL raster, null where no object is."""
+        return self._import_grid(self._grid_path, "ids", bytes=4, anull=0)
+
+    def _score_raster(self):
+        """A temporary DCELL raster of each cell's object score, written in row strips."""
+        lookup = np.full(len(self._records) + 1, -1.0)  # -1: no object, becomes null
+        for cat, record in enumerate(self._records, 1):
+            lookup[cat] = record[1] if np.isfinite(record[1]) else -1.0
+        ids = np.memmap(self._grid_path, np.int32, "r", shape=(self._rows, self._cols))
+        handle, path = tempfile.mkstemp(prefix="maskrcnn_", suffix=".bin")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                step = max(1, STRIP_CELLS // self._cols)
+                for top in range(0, self._rows, step):
+                    stream.write(lookup[ids[top:top + step]].astype("=f8").tobytes())
+            del ids
+            return self._import_grid(path, "scores", flags="d", bytes=8, anull=-1)
+        finally:
+            os.remove(path)
+
+    def _areas(self, ids):
         areas = self._temporary("vector", "areas")
         self._run("r.to.vect", flags="vt", input=ids, output=areas, type="area")
+        if self.orthogonal:  # the squared masks' staircases become straight edges
+            areas = self._generalize(areas, "douglas", max(self._nsres, self._ewres))
+        if self.smoothing:
+            areas = self._generalize(areas, self.smoothing, self.smoothing_threshold)
         return areas
+
+    def _generalize(self, areas, method, threshold):
+        """areas with boundaries generalized; v.generalize keeps a boundary unchanged
+        where the new one would cross another (topology stays valid)."""
+        done = self._temporary("vector", "generalized")
+        self._run("v.generalize", flags="t", input=areas, output=done, type="area",
+                  method=method, threshold=repr(float(threshold)))
+        return done
 
     def _points(self):
         points = self._temporary("vector", "points")
         handle, path = tempfile.mkstemp(prefix="maskrcnn_", suffix=".txt")
         try:
             with os.fdopen(handle, "w") as stream:
-                for cat, (_, _, _, row, col) in enumerate(self._records, 1):
+                for cat, (_, _, _, row, col, _) in enumerate(self._records, 1):
                     stream.write("{!r}|{!r}|{}\n".format(
                         self._west + (col + 0.5) * self._ewres,
                         self._north - (row + 0.5) * self._nsres, cat))
@@ -362,13 +483,13 @@ class InstanceWriter:
                 transaction = link["driver"] in ("sqlite", "pg")
                 if transaction:
                     stream.write("BEGIN;\n")
-                for cat, (class_id, score, cells, _, _) in enumerate(self._records, 1):
+                for cat, (class_id, score, cells, _, _, source) in enumerate(self._records, 1):
                     stream.write(
-                        "UPDATE {} SET class = '{}', class_id = {}, score = {}, area = {} "
-                        "WHERE {} = {};\n".format(
-                            link["table"], self.classes[class_id - 1].replace("'", "''"),
+                        "UPDATE {} SET class = {}, class_id = {}, score = {}, area = {}, "
+                        "source = {} WHERE {} = {};\n".format(
+                            link["table"], _sql_text(self.classes[class_id - 1]),
                             class_id, repr(score) if np.isfinite(score) else "NULL",
-                            repr(cells * cell_area), link["key"], cat))
+                            repr(cells * cell_area), _sql_text(source), link["key"], cat))
                 if transaction:
                     stream.write("COMMIT;\n")
             if self._records:
@@ -388,21 +509,25 @@ class InstanceWriter:
             open(path, "w").close()
         self._run("v.support", map=vector, cmdhist=self.history)
 
+    def _set_raster_history(self, raster, title):
+        self._run("r.support", map=raster, title=title,
+                  history=self.history or "i.ann.maskrcnn")
+
     def _rename(self, built):
         """Move the temporaries onto the final names (replacing old maps if overwrite)."""
-        existing = [name for name in built if exists_here("vector", name)]
+        existing = [key for key in built if exists_here(*key)]
         if existing and not self.overwrite:
-            raise DetectionError("Vector map <{}> exists; use overwrite to replace it".format(
-                existing[0]))
-        for final, temporary in built.items():
-            if final in existing:
-                self._run("g.remove", flags="f", type="vector", name=final)
-            self._run("g.rename", vector="{},{}".format(temporary, final))
-            self._temporaries["vector"].remove(temporary)
-            # the layer keeps the temporary name otherwise
-            link = gs.vector_db(final, env=self._env)[1]
-            self._run("v.db.connect", flags="o", map=final, layer=1, table=link["table"],
-                      key=link["key"])
+            raise DetectionError("{} map <{}> exists; use overwrite to replace it".format(
+                existing[0][0].capitalize(), existing[0][1]))
+        for (kind, final), temporary in built.items():
+            if (kind, final) in existing:
+                self._run("g.remove", flags="f", type=kind, name=final)
+            self._run("g.rename", **{kind: "{},{}".format(temporary, final)})
+            self._temporaries[kind].remove(temporary)
+            if kind == "vector":  # the layer keeps the temporary name otherwise
+                link = gs.vector_db(final, env=self._env)[1]
+                self._run("v.db.connect", flags="o", map=final, layer=1,
+                          table=link["table"], key=link["key"])
 
     def _release_grid(self, keep_file=False):
         self._ids = None
