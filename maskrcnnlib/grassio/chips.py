@@ -1,7 +1,8 @@
 """Training chips cut from GRASS maps: band rasters as images, vector areas as instances.
 
 Chips are the tiles of :func:`maskrcnnlib.tiling.tile_grid` over the current
-region, so training sees the grid detection reads; instances come from
+region, so training sees the grid detection reads (random windows and held-out cells:
+:mod:`maskrcnnlib.dataset.windows`); instances come from
 :class:`maskrcnnlib.grassio.areas.RasterizedAreas`. Coordinate order: see
 :mod:`maskrcnnlib.grassio`.
 """
@@ -11,8 +12,10 @@ import numpy as np
 
 import grass.script as gs
 
+from maskrcnnlib.dataset.windows import TrainingArea
 from maskrcnnlib.errors import DatasetError
 from maskrcnnlib.grassio.areas import RasterizedAreas
+from maskrcnnlib.grassio.maps import remove_maps, temporary_name
 from maskrcnnlib.grassio.rasters import check_rasters, read_raster
 from maskrcnnlib.grassio.region import window_env
 from maskrcnnlib.tiling import check_tiling, tile_grid
@@ -58,10 +61,9 @@ def read_training_chips(bands, training_map, class_column, classes, tile_size, o
     numbers without ".0").
 
     Reading: the areas are rasterized once into a temporary raster (removed
-    on return or error); then that raster and the bands are read one strip
-    of chips at a time through GRASS_REGION windows, so memory holds the
-    samples plus one strip (tile_size rows x region columns). The user's
-    region and MASK are not changed.
+    on return or error); then that raster and the bands are read once over
+    the region (see read_training_area), so memory holds the samples plus the
+    training area. The user's region and MASK are not changed.
 
     Returns:
         (samples, summary). samples: list of ``(image, masks, class_ids)``
@@ -82,6 +84,23 @@ def read_training_chips(bands, training_map, class_column, classes, tile_size, o
             no table or column, unknown class values, or no areas in the
             current region.
     """
+    area, summary = read_training_area(bands, training_map, class_column, classes, tile_size,
+                                       overlap, negatives_share, seed, layer,
+                                       min_instance_cells)
+    return [area.chip(index) for index in area.chosen], summary
+
+
+def read_training_area(bands, training_map, class_column, classes, tile_size, overlap,
+                       negatives_share=0.1, seed=None, layer=1,
+                       min_instance_cells=MIN_INSTANCE_CELLS):
+    """The training area of the current region read once into memory, and its chip grid.
+
+    Arguments, raised errors and the summary as read_training_chips. Returns
+    (area, summary): area a maskrcnnlib.dataset.windows.TrainingArea holding the bands
+    (float32 [rows, cols, bands]) and the rasterized instances (int32 [rows, cols]) of
+    the whole region; its grid chips (area.chip(i) for i in area.chosen) are the samples
+    read_training_chips returns. Memory: the region's cells times (4 bytes a band + 8).
+    """
     check_tiling(tile_size, overlap)
     if not 0 <= negatives_share <= 1:
         raise DatasetError("negatives_share must be between 0 and 1, got {}".format(
@@ -92,38 +111,53 @@ def read_training_chips(bands, training_map, class_column, classes, tile_size, o
         rows, cols = int(region["rows"]), int(region["cols"])
         grid = tile_grid(rows, cols, tile_size, overlap)
         origins = [(tile.row, tile.col) for tile_row in grid for tile in tile_row]
-        chip_ids, present = _scan_instances(areas, region, origins, tile_size,
-                                            min_instance_cells)
+        env = window_env(region, 0, 0, rows, cols)
+        ids = areas.read(env, (rows, cols))
+        present = set(int(cat) for cat in np.unique(ids) if cat > 0)
         if not present:
             raise DatasetError(
                 "No areas of vector map <{}> (with a category in layer {}) in the current "
                 "region".format(areas.vector, layer))
         classes, class_of = areas.class_ids(present, classes)
-        chosen, negatives = _choose_chips(chip_ids, negatives_share, seed)
-        samples = _read_samples(band_names, areas, region, origins, chip_ids, chosen,
-                                class_of, tile_size)
-    summary = _summary(region, origins, chip_ids, chosen, negatives, classes, class_of,
-                       samples)
+        image = np.empty((rows, cols, len(band_names)), np.float32)
+        for band, name in enumerate(band_names):
+            image[:, :, band] = read_raster(name, env, (rows, cols))
+    area = TrainingArea(image, ids, class_of, tile_size, origins, [], [],
+                        min_instance_cells, geography=region)
+    area.chip_ids = [area.instances_in(row, col) for row, col in origins]
+    area.chosen, negatives = _choose_chips(area.chip_ids, negatives_share, seed)
+    summary = _summary(region, origins, area.chip_ids, area.chosen, negatives, classes,
+                       class_of)
     summary.update(bands=band_names, training_map=areas.vector, class_column=class_column,
                    tile_size=int(tile_size), overlap=int(overlap),
                    min_instance_cells=int(min_instance_cells))
-    return samples, summary
+    return area, summary
 
 
-def _scan_instances(areas, region, origins, tile_size, min_cells):
-    """(ids kept in each chip, all ids in the region), reading strip by strip."""
+def read_validation_areas(name):
+    """bool [rows, cols] of the current region: the cells inside the areas of vector map
+    `name` (a cell is inside when its centre is). Raises DatasetError when the map is
+    missing, has no areas, or none in the current region."""
+    found = gs.find_file(name, element="vector")
+    if not found["fullname"]:
+        raise DatasetError("validation_map <{}> not found".format(name))
+    vector = found["fullname"]
+    if not gs.vector_info_topo(vector).get("areas"):
+        raise DatasetError("validation_map <{}> has no areas (polygons)".format(vector))
+    region = gs.region()
     rows, cols = int(region["rows"]), int(region["cols"])
-    height, chip_ids, present = min(tile_size, rows), [], set()
-    strip_row, strip = None, None
-    for row, col in origins:
-        if row != strip_row:
-            strip_row = row
-            strip = areas.read(window_env(region, row, 0, height, cols), (height, cols))
-            present.update(int(cat) for cat in np.unique(strip) if cat > 0)
-        chip = strip[:, col:col + tile_size]
-        ids, counts = np.unique(chip[chip > 0], return_counts=True)
-        chip_ids.append([int(cat) for cat in ids[counts >= min_cells]])
-    return chip_ids, present
+    raster = temporary_name("validation")
+    try:
+        gs.run_command("v.to.rast", input=vector, type="area", use="val", value=1,
+                       output=raster, quiet=True)
+        cells = read_raster(raster, window_env(region, 0, 0, rows, cols), (rows, cols),
+                            dtype=np.int32) > 0
+    finally:
+        remove_maps("raster", [raster])
+    if not cells.any():
+        raise DatasetError("The areas of validation_map <{}> lie outside the current "
+                           "region".format(vector))
+    return cells
 
 
 def _choose_chips(chip_ids, negatives_share, seed):
@@ -136,43 +170,14 @@ def _choose_chips(chip_ids, negatives_share, seed):
     return sorted(positives + [int(index) for index in chosen]), len(negatives)
 
 
-def _read_samples(band_names, areas, region, origins, chip_ids, chosen, class_of, tile_size):
-    """Samples of the chosen chips; one read per strip spanning its chosen chips."""
-    rows, cols = int(region["rows"]), int(region["cols"])
-    height, width = min(tile_size, rows), min(tile_size, cols)
-    by_row = {}
-    for index in chosen:
-        by_row.setdefault(origins[index][0], []).append(index)
-    samples = []
-    for row, indices in sorted(by_row.items()):
-        first = origins[indices[0]][1]
-        span = origins[indices[-1]][1] + width - first
-        env = window_env(region, row, first, height, span)
-        strip_ids = areas.read(env, (height, span))
-        strip_image = np.stack([read_raster(name, env, (height, span))
-                                for name in band_names], -1)
-        for index in indices:
-            left = origins[index][1] - first
-            image = np.zeros((tile_size, tile_size, len(band_names)), np.float32)
-            image[:height, :width] = strip_image[:, left:left + width]
-            ids = chip_ids[index]
-            masks = np.zeros((tile_size, tile_size, len(ids)), bool)
-            chip = strip_ids[:, left:left + width]
-            for slot, cat in enumerate(ids):
-                masks[:height, :width, slot] = chip == cat
-            class_ids = np.array([class_of[cat] for cat in ids], np.int32)
-            samples.append((image, masks, class_ids))
-    return samples
-
-
-def _summary(region, origins, chip_ids, chosen, negatives, classes, class_of, samples):
+def _summary(region, origins, chip_ids, chosen, negatives, classes, class_of):
     instances = {name: 0 for name in classes}
     for class_id in class_of.values():
         instances[classes[class_id - 1]] += 1
     masks = {name: 0 for name in classes}
-    for _, _, class_ids in samples:
-        for class_id in class_ids:
-            masks[classes[int(class_id) - 1]] += 1
+    for index in chosen:
+        for cat in chip_ids[index]:
+            masks[classes[class_of[cat] - 1]] += 1
     kept_negatives = sum(1 for index in chosen if not chip_ids[index])
     return {
         "chips_total": len(origins), "chips_kept": len(chosen),
