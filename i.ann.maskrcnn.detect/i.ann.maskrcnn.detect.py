@@ -26,6 +26,12 @@
 # % guisection: Input
 # %end
 
+# %flag
+# % key: o
+# % label: Square the outlines (buildings): edges along the object's main direction and at right angles to it
+# % guisection: Outlines
+# %end
+
 # %option G_OPT_R_INPUTS
 # % key: input
 # % label: Raster maps to detect in, one per band of the model
@@ -177,6 +183,50 @@
 # % guisection: Accuracy
 # %end
 
+# %option
+# % key: min_area
+# % type: double
+# % label: Minimum area of an object (map units squared)
+# % description: Smaller objects are dropped; keep empty for 4 cells of the region
+# % options: 0-
+# % required: no
+# % guisection: Outlines
+# %end
+
+# %option
+# % key: smoothing
+# % type: string
+# % label: Smoothing or simplification of the outlines (a v.generalize method)
+# % description: none keeps the cell edges
+# % options: none,douglas,lang,reduction,reumann,boyle,sliding_averaging,distance_weighting,chaiken,hermite,snakes
+# % answer: none
+# % guisection: Outlines
+# %end
+
+# %option
+# % key: smoothing_threshold
+# % type: double
+# % label: Threshold of the smoothing method (map units)
+# % description: v.generalize's threshold; about one or two cells
+# % options: 0-
+# % required: no
+# % guisection: Outlines
+# %end
+
+# %option G_OPT_R_OUTPUT
+# % key: instances
+# % label: Raster map of object ids (the categories of the vector map), null elsewhere
+# % required: no
+# % guisection: Output
+# %end
+
+# %option G_OPT_R_OUTPUT
+# % key: scores
+# % label: Raster map of the score of the object covering each cell, null elsewhere
+# % required: no
+# % guisection: Output
+# %end
+
 # %rules
 # % required: input, band1, images_directory
 # % exclusive: input, band1, images_directory
@@ -231,6 +281,13 @@ def check_options(options, flags):
     for name in split_list(options["input"]):
         if not gs.find_file(name, element="cell")["fullname"]:
             gs.fatal(_("Raster map <{}> not found").format(name))
+    if options["smoothing"] not in ("", "none") and not options["smoothing_threshold"]:
+        gs.fatal(_("smoothing={} needs smoothing_threshold (map units, e.g. one or two "
+                   "cells)").format(options["smoothing"]))
+    if options["smoothing"] in ("", "none") and options["smoothing_threshold"]:
+        gs.fatal(_("smoothing_threshold needs a smoothing method"))
+    if options["instances"] and options["instances"] == options["scores"]:
+        gs.fatal(_("instances and scores must be two different raster maps"))
     if any(not name for name in classes):
         gs.fatal(_("Empty class name in classes=<{}>").format(options["classes"]))
     if len(set(classes)) != len(classes):
@@ -261,7 +318,13 @@ def make_job(options, flags, classes):
         images_format=options["images_format"] or None, external=flags["e"],
         reference=options["reference"] or None,
         reference_column=options["reference_column"] or "class",
-        report=options["report"] or None)
+        report=options["report"] or None,
+        min_area=float(options["min_area"]) if options["min_area"] else None,
+        smoothing=options["smoothing"] or "none",
+        smoothing_threshold=float(options["smoothing_threshold"])
+        if options["smoothing_threshold"] else None,
+        orthogonal=flags["o"], instances=options["instances"] or None,
+        scores=options["scores"] or None)
 
 
 def main(options, flags):

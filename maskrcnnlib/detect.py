@@ -16,6 +16,9 @@ import numpy as np
 from maskrcnnlib.errors import DetectionError
 from maskrcnnlib.modelcard import config_for_weights, read_card
 
+# default min_area, in cells of the region: an object of fewer is speckle of the mask
+MIN_AREA_CELLS = 4
+
 
 @dataclass
 class DetectJob:
@@ -37,6 +40,12 @@ class DetectJob:
     reference: str = None  # vector areas to assess the detections against
     reference_column: str = "class"  # its column of class names
     report: str = None  # JSON file for the accuracy figures
+    min_area: float = None  # map units squared; None: MIN_AREA_CELLS cells of the region
+    smoothing: str = "none"  # or a v.generalize method (grassio.writer.SMOOTHING_METHODS)
+    smoothing_threshold: float = None  # its threshold, map units
+    orthogonal: bool = False  # -o: square the outlines (buildings)
+    instances: str = None  # raster of object ids (the vector's categories)
+    scores: str = None  # raster of the score of the object covering each cell
 
 
 def detection_config(job):
@@ -127,11 +136,11 @@ def _best_first(instances):
     return sorted(instances, key=lambda instance: -instance.score)
 
 
-def detect_image(detector, bands, writer, job, message, percent, pad_to=None):
+def detect_image(detector, bands, writer, job, message, percent, pad_to=None, source=None):
     """Run one image (its band rasters) over the region into writer.
 
     Several images share one writer: where they overlap, the objects of the first
-    keep their cells. pad_to: see detect_tile_row.
+    keep their cells. pad_to: see detect_tile_row. source: the objects' ``source``.
     """
     from maskrcnnlib.grassio.rasters import read_tile_rows
     from maskrcnnlib.grassio.region import region_info
@@ -150,13 +159,13 @@ def detect_image(detector, bands, writer, job, message, percent, pad_to=None):
                                        core_margin=job.overlap // 2, pad_to=pad_to,
                                        eight_bit=pad_to is None)
         merger.add_row(instances)
-        writer.add(_best_first(merger.pop_finished()))
+        writer.add(_best_first(merger.pop_finished()), source=source)
         # rows above every object still open (and above the next tile row) are final
         if merger.first_open_row is not None:
             writer.flush_until(merger.first_open_row)
         done += len(tiles)
         percent(done, total, 2)
-    writer.add(_best_first(merger.finish()))
+    writer.add(_best_first(merger.finish()), source=source)
     message("{} tiles done".format(total))
 
 
@@ -189,7 +198,9 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
                 raise DetectionError("{} takes {} bands, {} given ({})".format(
                     job.model, config.bands, len(bands), ",".join(bands)))
         images = images_in_region(job.images, warning)
+        sources = [bands[0] for bands in images]  # the user's names, before any copy
     classes = list(config.class_names)
+    min_area = _min_area(job)
     with contextlib.ExitStack() as stack:
         reference = None
         if job.reference:
@@ -201,16 +212,21 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
                 accuracy.ReferenceAreas(job.reference, job.reference_column, classes))
         writer = InstanceWriter(job.output, classes, output_type=tuple(job.output_type),
                                 overwrite=job.overwrite, per_class=job.output is None,
-                                history=job.history)
+                                history=job.history, min_area=min_area,
+                                smoothing=None if job.smoothing == "none" else job.smoothing,
+                                smoothing_threshold=job.smoothing_threshold,
+                                orthogonal=job.orthogonal, instances=job.instances,
+                                scores=job.scores)
         try:
             if job.images_directory:
                 with ImportedImages(paths, external=job.external, band_count=config.bands,
                                     warning=warning) as imported:
                     message("{} of {} images overlap the region".format(
                         len(imported.images), len(paths)))
-                    _detect(job, config, imported.images, writer, message, percent)
+                    _detect(job, config, imported.images, writer, message, percent,
+                            imported.sources)
             else:
-                _detect(job, config, images, writer, message, percent)
+                _detect(job, config, images, writer, message, percent, sources)
             figures = accuracy.assess(writer, reference) if reference else None
             written = writer.close()
         except BaseException:
@@ -222,6 +238,9 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
     if writer.duplicates:
         message("{} detections dropped: most of their cells belong to a better-scoring "
                 "object".format(writer.duplicates))
+    if writer.small:
+        message("{} detections dropped: smaller than min_area={:g}".format(
+            writer.small, min_area))
     for name in classes:
         message("{}: {} objects".format(name, counts.get(name, 0)))
     if not written:
@@ -239,8 +258,21 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
     return counts
 
 
-def _detect(job, config, images, writer, message, percent):
-    """Load the model and detect in each image (band list) into writer."""
+def _min_area(job):
+    """min_area in map units squared: the job's, or MIN_AREA_CELLS cells of the region."""
+    if job.min_area is not None:
+        if job.min_area < 0:
+            raise DetectionError("min_area must be 0 or more, got {}".format(job.min_area))
+        return float(job.min_area)
+    from maskrcnnlib.grassio.region import region_info
+
+    region = region_info()
+    return MIN_AREA_CELLS * region["nsres"] * region["ewres"]
+
+
+def _detect(job, config, images, writer, message, percent, sources):
+    """Load the model and detect in each image (band list) into writer; sources: the
+    ``source`` text of each image."""
     from maskrcnnlib.distribute import detection_devices  # TensorFlow from here on
     from maskrcnnlib.model.inference import Detector
 
@@ -253,5 +285,5 @@ def _detect(job, config, images, writer, message, percent):
     # card-less (2018) models mold each tile as the 2018 tool molded its images;
     # ours pad edge tiles to tile_size as training chips were
     pad_to = None if read_card(job.model) is None else job.tile_size
-    for bands in images:
-        detect_image(detector, bands, writer, job, message, percent, pad_to)
+    for bands, source in zip(images, sources):
+        detect_image(detector, bands, writer, job, message, percent, pad_to, source)

@@ -100,7 +100,7 @@ class ImportedImages:
             region (it is skipped).
 
     ``images`` (after entering): one list of raster names per image that
-    overlaps the region, one name per band.
+    overlaps the region, one name per band; ``sources``: their file names.
     Raises DetectionError, before anything is imported, for a file with
     another band count, without georeferencing, or with -e but no world file
     or .aux.xml; and for a file that cannot be imported or reprojected, or
@@ -111,6 +111,7 @@ class ImportedImages:
         self.paths, self.external, self.warning = list(paths), bool(external), warning
         self.band_count = band_count
         self.images, self._created = [], []
+        self.sources = []  # the file name of each of images
         self._xy = False
 
     def __enter__(self):
@@ -150,6 +151,7 @@ class ImportedImages:
             bands = self._import(path, temporary_name("image"), info, same_crs)
             if bands:
                 self.images.append(bands)
+                self.sources.append(os.path.basename(path))
         if not self.images:
             raise DetectionError("No image of {} overlaps the computational region "
                                  "(g.region -p)".format(", ".join(self.paths)))
