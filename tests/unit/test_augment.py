@@ -103,3 +103,59 @@ def test_feeds_training_dataset():
     batch = next(iter(batches))
     assert tuple(batch["image"].shape) == (2, 64, 64, 3)
     assert tuple(batch["gt_masks"].shape[:3]) == (2, 64, 64)
+
+
+def test_radiometric_change_follows_its_formula():
+    """Reference: the documented formula with the documented draws, in numpy float64."""
+    from maskrcnnlib.dataset.augment import BAND_GAIN, BRIGHTNESS, CONTRAST, \
+        radiometric_change
+
+    image = np.random.default_rng(4).uniform(100, 3000, (9, 7, 4)).astype(np.float32)
+    changed = radiometric_change(image, np.random.default_rng(21))
+    rng = np.random.default_rng(21)
+    t, c = rng.uniform(-BRIGHTNESS, BRIGHTNESS), rng.uniform(*CONTRAST)
+    gain = rng.uniform(*BAND_GAIN, size=4)
+    values = image.astype(np.float64)
+    mean, spread = values.mean((0, 1)), values.std((0, 1))
+    expected = gain * (mean + c * (values - mean) + t * spread)
+    assert changed.dtype == np.float32 and changed.shape == image.shape
+    np.testing.assert_allclose(changed, expected, rtol=1e-5)
+    # small ranges: no band moves by more than a few tenths of its spread plus 5 %
+    assert np.all(np.abs(changed - values) <= 0.06 * np.abs(values) + 0.3 * spread + 1e-3)
+    assert not np.allclose(changed, values)
+
+
+def test_radiometric_change_stays_in_the_range_of_integer_images():
+    from maskrcnnlib.dataset.augment import radiometric_change
+
+    image = np.zeros((6, 6, 3), np.uint8)
+    image[:3] = 255  # half white: any gain above 1 or brightening would pass 255
+    for seed in range(20):
+        changed = radiometric_change(image, np.random.default_rng(seed))
+        assert changed.min() >= 0 and changed.max() <= 255
+    single = radiometric_change(np.full((4, 4), 10, np.uint16), np.random.default_rng(0))
+    assert single.shape == (4, 4)  # a one-band image without a band axis
+
+
+def test_radiometric_augmentation_leaves_masks_and_boxes_unchanged():
+    from maskrcnnlib.dataset.pipeline import prepare_sample
+
+    config, dataset = small_setup(3)
+    stream = augmented_iterator(dataset, config, seed=1, augment=["radiometric"],
+                                shuffle=False)
+    changed_images = 0
+    for index, sample in enumerate(stream()):
+        expected = prepare_sample(*dataset.load(index), config, image_id=index)
+        for key in ("gt_boxes", "gt_class_ids", "gt_masks"):
+            np.testing.assert_array_equal(sample[key], expected[key])
+        changed_images += not np.array_equal(sample["image"], expected["image"])
+    assert changed_images == 3
+
+
+def test_augment_names_are_checked():
+    from maskrcnnlib.dataset.augment import augment_kinds
+
+    assert augment_kinds(True) == {"flip_rotate"} and augment_kinds(False) == set()
+    assert augment_kinds(["flip_rotate", "radiometric"]) == {"flip_rotate", "radiometric"}
+    with pytest.raises(ValueError, match="colour"):
+        augment_kinds(["colour"])
