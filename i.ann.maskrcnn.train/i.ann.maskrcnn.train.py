@@ -28,7 +28,8 @@
 
 # %flag
 # % key: s
-# % description: Hold out 10 % of images and save their list in the logs directory
+# % label: Hold out about 10 % for validation and save the list in the logs directory
+# % description: From raster maps: whole blocks of chips, and no training chip touches them; from a directory: whole images
 # % guisection: Training
 # %end
 
@@ -89,6 +90,24 @@
 # % label: Overlap of neighbouring training chips (cells)
 # % options: 0-
 # % answer: 32
+# % guisection: Input
+# %end
+
+# %option G_OPT_V_INPUT
+# % key: validation_map
+# % label: Vector map with areas held out for validation
+# % description: Instead of -s: chips wholly inside the areas validate, chips touching them do not train
+# % required: no
+# % guisection: Training
+# %end
+
+# %option
+# % key: sampling
+# % type: string
+# % label: Training windows cut from the raster maps
+# % description: grid: the fixed chips of the tile grid; random: windows of tile_size at random positions at every step
+# % options: grid,random
+# % answer: grid
 # % guisection: Input
 # %end
 
@@ -283,8 +302,9 @@
 # % key: augment
 # % type: string
 # % label: Augmentation of training images
-# % description: Random flips and rotations by 90 degrees (masks stay aligned)
-# % options: none,flip_rotate
+# % description: flip_rotate: random flips and rotations by 90 degrees (masks stay aligned); radiometric: random brightness, contrast and per-band gain (small ranges, see the manual)
+# % options: none,flip_rotate,radiometric
+# % multiple: yes
 # % answer: none
 # % guisection: Training
 # %end
@@ -316,6 +336,7 @@
 # % requires_all: input, training_map, class_column
 # % requires: training_map, input
 # % requires: chips_directory, input
+# % requires: validation_map, input
 # % requires: -e, model
 # %end
 
@@ -358,8 +379,12 @@ def check_options(options, flags):
         gs.fatal(_("Empty class name in classes=<{}>").format(options["classes"]))
     if len(set(classes)) != len(classes):
         gs.fatal(_("Two or more classes have the same name: {}").format(options["classes"]))
-    if int(options["patience"]) and not flags["s"]:
-        gs.fatal(_("patience needs -s: a held-out validation set to judge the epochs by"))
+    if int(options["patience"]) and not (flags["s"] or options["validation_map"]):
+        gs.fatal(_("patience needs -s or validation_map: a held-out validation set to judge "
+                   "the epochs by"))
+    augment = options["augment"].split(",")
+    if "none" in augment and len(augment) > 1:
+        gs.fatal(_("augment=none cannot be combined with {}").format(options["augment"]))
     if len(int_list(options["mini_mask_size"])) > 2:
         gs.fatal(_("mini_mask_size takes one value (square) or two (height,width)"))
     min_dim, max_dim = int(options["images_min_dim"]), int(options["images_max_dim"])
@@ -385,7 +410,8 @@ def make_job(options, flags, classes):
         tile_size=int(options["tile_size"]), overlap=int(options["overlap"]),
         chips_directory=options["chips_directory"] or None,
         initial_weights=options["model"] or None, exclude_heads=flags["e"],
-        hold_out=flags["s"], train_bn=flags["b"], no_resize=flags["n"],
+        hold_out=flags["s"], validation_map=options["validation_map"] or None,
+        sampling=options["sampling"], train_bn=flags["b"], no_resize=flags["n"],
         epochs=int(options["epochs"]), steps_per_epoch=int(options["steps_per_epoch"]),
         validation_steps=int(options["validation_steps"]),
         rois_per_image=int(options["rois_per_image"]),
@@ -399,7 +425,7 @@ def make_job(options, flags, classes):
         learning_rate=float(options["learning_rate"]),
         seed=int(options["seed"]) if options["seed"] else None,
         keep=int(options["keep"]), patience=int(options["patience"]),
-        augment=options["augment"] == "flip_rotate",
+        augment=[kind for kind in options["augment"].split(",") if kind != "none"] or False,
         anchor_scales=int_list(options["anchor_scales"]) or None,
         overwrite=gs.overwrite())
 

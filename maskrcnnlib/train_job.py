@@ -31,7 +31,9 @@ class TrainJob:
     chips_directory: str = None
     initial_weights: str = None
     exclude_heads: bool = False
-    hold_out: bool = False
+    hold_out: bool = False  # -s: hold out blocks of the grid (GRASS maps) or images
+    validation_map: str = None  # vector areas to validate on (GRASS maps; implies holding out)
+    sampling: str = "grid"  # GRASS maps: "grid" chips or "random" windows at each step
     train_bn: bool = False
     no_resize: bool = False
     epochs: int = 200
@@ -48,13 +50,14 @@ class TrainJob:
     backbone: str = "resnet101"
     learning_rate: float = 0.001
     seed: int = None
-    augment: bool = False
+    augment: bool = False  # True/False, or a list of augment.KINDS
     anchor_scales: list = None
     keep: int = 5  # epoch checkpoints kept (the last ones); 0: all
     patience: int = 0  # epochs without a better validation mask mAP before stopping; 0: never
     overwrite: bool = False  # --overwrite: chips_directory may be replaced
     writes: bool = True  # False on a worker other than the chief (TF_CONFIG)
     normalization: dict = None  # set by make_config: how pixel values were normalized
+    area: object = None  # set by load_data from GRASS maps: the windows.TrainingArea
 
 
 def prepare_logs(logs):
@@ -174,30 +177,91 @@ class Subset:
 
 
 def load_data(job, message):
-    """(dataset, band_names, summary) from the directory or from GRASS maps."""
-    from maskrcnnlib.dataset.directory import ArrayDataset, DirectoryDataset, \
-        write_directory_dataset
+    """(dataset, band_names, summary) from the directory or from GRASS maps.
+
+    From GRASS maps the dataset is a windows.GridChips over the training area
+    (job.area keeps the area for split)."""
+    from maskrcnnlib.dataset.directory import DirectoryDataset, write_directory_dataset
 
     if job.dataset_dir:
+        if job.validation_map:
+            raise DatasetError("validation_map needs training from GRASS maps (input=); "
+                               "a directory dataset holds out whole images with -s")
         dataset = DirectoryDataset(job.dataset_dir, job.classes)
         return dataset, [], {"source": "directory", "path": os.path.abspath(job.dataset_dir),
                              "images": len(dataset)}
-    from maskrcnnlib.grassio.chips import read_training_chips
+    from maskrcnnlib.dataset.windows import GridChips
+    from maskrcnnlib.grassio.chips import read_training_area
 
-    samples, summary = read_training_chips(
+    job.area, summary = read_training_area(
         job.bands, job.training_map, job.class_column, job.classes, job.tile_size,
         job.overlap, seed=job.seed)
-    if not samples:
+    if not job.area.chosen:
         raise DatasetError("No training chips with objects in the current region")
+    dataset = GridChips(job.area, job.area.chosen)
     if job.chips_directory and job.writes:
-        write_directory_dataset(job.chips_directory, samples, job.classes,
-                                overwrite=job.overwrite)
+        write_directory_dataset(job.chips_directory, (dataset.load(i) for i in
+                                                      range(len(dataset))),
+                                job.classes, overwrite=job.overwrite)
         message("Training chips written to {}".format(job.chips_directory))
-    return ArrayDataset(samples), list(job.bands), dict(summary, source="grass")
+    return dataset, list(job.bands), dict(summary, source="grass")
 
 
 def split(job, dataset):
-    """(training, validation or None); -s holds out 10 % and lists them in logs."""
+    """(training, validation or None).
+
+    Directory dataset: -s holds out 10 % of the images. GRASS maps: -s holds out blocks
+    of the chip grid (windows.held_out_blocks), validation_map the cells in its areas;
+    validation takes the grid chips wholly inside held cells, training what touches
+    none (job.sampling: grid chips or random windows). With sampling=random and nothing
+    held out, random windows over the whole area. The held-out ids (and blocks) go to
+    logs/held_out.txt.
+    """
+    area = job.area
+    if area is None:
+        return split_images(job, dataset)
+    from maskrcnnlib.dataset import windows
+
+    if not (job.hold_out or job.validation_map):
+        if job.sampling != "random":
+            return dataset, None
+        everywhere = np.ones((max(1, area.rows - job.tile_size + 1),
+                              max(1, area.cols - job.tile_size + 1)), bool)
+        return windows.RandomWindows(area, everywhere, len(dataset)), None
+    blocks = []
+    if job.validation_map:
+        from maskrcnnlib.grassio.chips import read_validation_areas
+
+        held = read_validation_areas(job.validation_map)
+    else:
+        has_objects = windows.grid_has_objects(area)
+        chosen_blocks = windows.held_out_blocks(has_objects.shape, has_objects, seed=job.seed)
+        held, blocks = windows.block_cells(area, chosen_blocks)
+    try:
+        training, validation = windows.split_area(area, held, job.sampling)
+    except DatasetError as error:
+        source = "validation_map <{}>".format(job.validation_map) if job.validation_map \
+            else "-s (held-out blocks)"
+        raise DatasetError("{}: {}".format(source, error)) from error
+    if job.writes:
+        write_held_out(job, validation, [area.extent(*block) for block in blocks])
+    return training, validation
+
+
+def write_held_out(job, validation, extents):
+    """logs/held_out.txt: one validation image id a line; held-out blocks (or the
+    validation map) as comment lines first."""
+    with open(os.path.join(job.logs, "held_out.txt"), "w") as stream:
+        if job.validation_map:
+            stream.write("# validation areas: {}\n".format(job.validation_map))
+        for number, extent in enumerate(extents, 1):
+            stream.write("# block {}: north={!r} south={!r} east={!r} west={!r}\n".format(
+                number, *extent))
+        stream.writelines("{}\n".format(image_id) for image_id in validation.image_ids)
+
+
+def split_images(job, dataset):
+    """-s on a directory dataset: 10 % of the images held out, whole."""
     if not job.hold_out:
         return dataset, None
     from maskrcnnlib.dataset.directory import split_holdout
@@ -206,10 +270,23 @@ def split(job, dataset):
     if not held or not kept:
         raise DatasetError("-s needs at least 2 images to hold one out, got {}".format(
             len(dataset)))
+    validation = Subset(dataset, held)
     if job.writes:
-        with open(os.path.join(job.logs, "held_out.txt"), "w") as stream:
-            stream.writelines("{}\n".format(dataset.image_ids[i]) for i in held)
-    return Subset(dataset, kept), Subset(dataset, held)
+        write_held_out(job, validation, [])
+    return Subset(dataset, kept), validation
+
+
+def write_windows(job, training):
+    """logs/training_windows.txt: the first windows drawn at random (region row and col
+    of their north-west cell, and their extent in map coordinates)."""
+    drawn = getattr(training, "drawn", None)
+    if not drawn or not job.writes:
+        return
+    with open(os.path.join(job.logs, "training_windows.txt"), "w") as stream:
+        stream.write("row\tcol\tnorth\tsouth\teast\twest\n")
+        for row, col in drawn:
+            extent = training.area.extent(row, col, *training.area.window_size(row, col))
+            stream.write("{}\t{}\t{!r}\t{!r}\t{!r}\t{!r}\n".format(row, col, *extent))
 
 
 def base_config(job, bands):
@@ -354,11 +431,16 @@ def run_train_job(job, message=print, percent=lambda *a: None):
                     ",".join(config.class_names),
                     ",".join(str(s) for s in config.rpn_anchor_scales)))
     extra = {"training_data": summary, "seed": job.seed, "augment": job.augment}
+    if job.area is not None:
+        extra["sampling"] = job.sampling
     if job.normalization:
         extra["normalization"] = job.normalization
     remove_earlier_run(job, doomed, message)
-    return train(config, training, job.logs, job.name, placement, validation_data=validation,
-                 initial_weights=job.initial_weights, exclude_heads=job.exclude_heads,
-                 seed=job.seed, augment=job.augment, card_extra=extra, message=message,
-                 keep=job.keep, patience=job.patience,
-                 percent=percent)
+    try:
+        return train(config, training, job.logs, job.name, placement,
+                     validation_data=validation, initial_weights=job.initial_weights,
+                     exclude_heads=job.exclude_heads, seed=job.seed, augment=job.augment,
+                     card_extra=extra, message=message, keep=job.keep,
+                     patience=job.patience, percent=percent)
+    finally:
+        write_windows(job, training)
