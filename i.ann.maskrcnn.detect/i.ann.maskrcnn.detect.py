@@ -29,7 +29,7 @@
 # %flag
 # % key: o
 # % label: Square the outlines (buildings): edges along the object's main direction and at right angles to it
-# % guisection: Outlines
+# % guisection: Output
 # %end
 
 # %option G_OPT_R_INPUTS
@@ -190,7 +190,7 @@
 # % description: Smaller objects are dropped; keep empty for 4 cells of the region
 # % options: 0-
 # % required: no
-# % guisection: Outlines
+# % guisection: Output
 # %end
 
 # %option
@@ -200,7 +200,7 @@
 # % description: none keeps the cell edges
 # % options: none,douglas,lang,reduction,reumann,boyle,sliding_averaging,distance_weighting,chaiken,hermite,snakes
 # % answer: none
-# % guisection: Outlines
+# % guisection: Output
 # %end
 
 # %option
@@ -210,7 +210,7 @@
 # % description: v.generalize's threshold; about one or two cells
 # % options: 0-
 # % required: no
-# % guisection: Outlines
+# % guisection: Output
 # %end
 
 # %option G_OPT_R_OUTPUT
