@@ -32,6 +32,13 @@
 # % guisection: Output
 # %end
 
+# %flag
+# % key: r
+# % label: Detect at the model's training resolution, on a resampled copy of the region
+# % description: The region and the input maps stay as they are; objects come out in map coordinates
+# % guisection: Input
+# %end
+
 # %option G_OPT_R_INPUTS
 # % key: input
 # % label: Raster maps to detect in, one per band of the model
@@ -324,7 +331,7 @@ def make_job(options, flags, classes):
         smoothing_threshold=float(options["smoothing_threshold"])
         if options["smoothing_threshold"] else None,
         orthogonal=flags["o"], instances=options["instances"] or None,
-        scores=options["scores"] or None)
+        scores=options["scores"] or None, resample=flags["r"])
 
 
 def main(options, flags):

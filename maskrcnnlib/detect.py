@@ -46,6 +46,7 @@ class DetectJob:
     orthogonal: bool = False  # -o: square the outlines (buildings)
     instances: str = None  # raster of object ids (the vector's categories)
     scores: str = None  # raster of the score of the object covering each cell
+    resample: bool = False  # -r: detect on a copy of the region at the model's resolution
 
 
 def detection_config(job):
@@ -202,6 +203,8 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
     classes = list(config.class_names)
     min_area = _min_area(job)
     with contextlib.ExitStack() as stack:
+        images = _fit_to_model(job, config, None if job.images_directory else images,
+                               stack, message)
         reference = None
         if job.reference:
             from maskrcnnlib import accuracy
@@ -256,6 +259,37 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
                 "model": os.path.abspath(job.model), "output": job.output,
                 "iou_threshold_for_precision": 0.5, "max_detections": None})
     return counts
+
+
+def _fit_to_model(job, config, images, stack, message):
+    """Check the region and the bands against the model card (resolution, values);
+    with job.resample, enter (on stack) a temporary region at the model's resolution
+    holding resampled copies of the bands. Returns the images to detect in
+    (None for images_directory runs, whose files are read through the region)."""
+    from maskrcnnlib import inputcheck
+    from maskrcnnlib.grassio.region import region_info
+
+    card = read_card(job.model)
+    training_res = inputcheck.training_resolution(card)
+    if job.resample and training_res is None:
+        raise DetectionError("-r needs the resolution {} was trained at, which its model "
+                             "card does not record".format(job.model))
+    region = region_info()
+    region_res = (region["nsres"], region["ewres"])
+    if not job.resample:
+        inputcheck.check_resolution(region_res, training_res, job.model)
+    training = inputcheck.training_statistics(card, config)
+    if images and training:
+        from maskrcnnlib.grassio.resample import band_samples
+
+        for bands in images:
+            inputcheck.check_statistics(band_samples(bands), training, bands, job.model)
+    if not job.resample or inputcheck.resolution_ratio(region_res, training_res) < 1.000001:
+        return images
+    from maskrcnnlib.grassio.resample import model_resolution
+
+    resampled = stack.enter_context(model_resolution(images or [], training_res, message))
+    return resampled if images else None
 
 
 def _min_area(job):
