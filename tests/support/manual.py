@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 CODE_BLOCK = re.compile(r'<div class="code"><pre>(.*?)</pre></div>', re.S)
 # commands whose only promise is their exit status (0)
-EXIT_STATUS_ONLY = {"export", "set", "g.region", "v.db.select", "v.info"}
+EXIT_STATUS_ONLY = {"export", "set", "g.region", "v.db.select", "v.info", "r.univar"}
 
 
 def code_blocks(page_html):
@@ -280,6 +280,9 @@ def _train(exp, words, flags, options, mapset, why):
 
 def _detect(exp, words, flags, options, mapset, why):
     exp.map(mapset, "vector", [options["output"]], why)
+    rasters = [options[key] for key in ("instances", "scores") if key in options]
+    if rasters:
+        exp.map(mapset, "raster", rasters, why)
     if "report" in options:
         keys = {"AP50", "AP75", "mAP", "precision", "recall", "F1", "classes"}
         exp.file(options["report"], why, lambda p: keys <= set(_read_json(p)))
