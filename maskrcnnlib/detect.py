@@ -286,8 +286,15 @@ def _fit_to_model(job, config, images, stack, message):
             inputcheck.check_statistics(band_samples(bands), training, bands, job.model)
     if not job.resample or inputcheck.resolution_ratio(region_res, training_res) < 1.000001:
         return images
-    from maskrcnnlib.grassio.resample import model_resolution
+    from maskrcnnlib.grassio.resample import model_resolution, rasters_to_region
 
+    # raster outputs come out at the model's resolution; after a good run (and once the
+    # user's region is back: the stack unwinds last in, first out) they go to the region's
+    def rasters_back(kind, value, traceback):
+        if kind is None:
+            rasters_to_region([job.instances, job.scores], message)
+
+    stack.push(rasters_back)
     resampled = stack.enter_context(model_resolution(images or [], training_res, message))
     return resampled if images else None
 

@@ -93,3 +93,19 @@ def model_resolution(images, training_res, message=print):
                 os.environ[key] = value
         remove_maps("raster", made)
         gs.run_command("g.remove", flags="f", type="region", name=region_name, quiet=True)
+
+
+def rasters_to_region(names, message=print):
+    """Raster maps written at the model's resolution, resampled (nearest neighbour,
+    so ids and scores stay whole values of one object) into the current region in
+    place; names that are None or absent are passed over."""
+    for name in names:
+        if not name or not gs.find_file(name, element="cell", mapset=".")["fullname"]:
+            continue
+        copy = temporary_name("region_copy")
+        try:
+            gs.run_command("r.resample", input=name, output=copy, quiet=True)
+            gs.run_command("g.rename", raster=(copy, name), overwrite=True, quiet=True)
+        finally:
+            remove_maps("raster", [copy])
+        message("Raster map <{}> resampled back to the region's resolution".format(name))

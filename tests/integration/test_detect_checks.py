@@ -117,7 +117,8 @@ def test_resample_finds_what_the_model_resolution_finds(run_module, model_2m, se
     gs.run_command("g.region", res=1)
     region = gs.region()
     result = run_module(DETECT, "-r", input=",".join(bands), model=model_2m,
-                        output="resampled", tile_size=128, overlap=32)
+                        output="resampled", instances="resampled_ids", tile_size=128,
+                        overlap=32)
     assert result.returncode == 0, result.stderr
     assert "resampled to 2 x 2" in said(result), result.stderr
     assert gs.region() == region
@@ -128,3 +129,11 @@ def test_resample_finds_what_the_model_resolution_finds(run_module, model_2m, se
     assert [name for name, _ in resampled] == [name for name, _ in reference]
     for (_, area), (_, expected) in zip(resampled, reference):
         assert area == pytest.approx(expected, rel=0.05)
+    # the raster output comes back in the user's 1 m region, ids of the vector's objects
+    assert float(gs.raster_info("resampled_ids")["nsres"]) == 1
+    ids = gs.read_command("r.stats", input="resampled_ids", flags="nc").split()
+    areas = {int(row[0]): float(row[4]) for row in vector_rows("resampled")}
+    cells = dict(zip(map(int, ids[::2]), map(int, ids[1::2])))
+    assert set(cells) == set(areas)
+    for cat, count in cells.items():
+        assert count == pytest.approx(areas[cat], rel=0.05)  # 1 m2 cells
