@@ -4,7 +4,7 @@ Pure numpy/scipy on bool cell masks, no GRASS. A mask ``cells[y, x]`` has rows
 y from north to south and columns x from west to east, in cells; a cell centre
 is at (x + 0.5, y + 0.5). The squared mask keeps only outlines parallel or
 perpendicular to the object's main direction; the writer then straightens the
-cell staircase along them (v.generalize douglas, one cell), so the areas come
+cell staircase along them (v.generalize douglas, two cells), so the areas come
 out with right-angled corners.
 """
 import numpy as np
@@ -12,6 +12,8 @@ from scipy import ndimage
 
 # directions tried for the object's main direction, degrees (a rectangle repeats every 90)
 ANGLES = np.arange(0.0, 90.0, 1.0)
+# a block of the squared outline: this share of the side of a square of the object's area
+BLOCK_SHARE = 0.2
 
 
 def main_direction(cells):
@@ -32,24 +34,43 @@ def main_direction(cells):
     return float(ANGLES[np.argmin(boxes)])
 
 
+def _block_majority(turned):
+    """turned (bool [rows, cols]) as blocks: its box cut into about BLOCK_SHARE of its
+    side per block, each block wholly set when at least half of it is set."""
+    rows, cols = np.nonzero(turned)
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    block = max(2.0, np.sqrt(rows.size) * BLOCK_SHARE)
+    n_rows = max(1, int(round((r1 - r0) / block)))
+    n_cols = max(1, int(round((c1 - c0) / block)))
+    # block of each row and column of the box: equal parts, so the box stays exact
+    row_block = (np.arange(r1 - r0) * n_rows) // (r1 - r0)
+    col_block = (np.arange(c1 - c0) * n_cols) // (c1 - c0)
+    index = row_block[:, None] * n_cols + col_block[None, :]
+    box = turned[r0:r1, c0:c1]
+    share = (np.bincount(index.ravel(), box.ravel(), minlength=n_rows * n_cols)
+             / np.bincount(index.ravel(), minlength=n_rows * n_cols))
+    out = np.zeros_like(turned)
+    out[r0:r1, c0:c1] = share[index] >= 0.5
+    return out
+
+
 def square_mask(cells, angle=None):
     """cells (bool [h, w]) with outlines only along ``angle`` and angle + 90 degrees.
 
     The mask is resampled (nearest cell) onto a grid of the same cell size
-    turned by ``angle`` (default: main_direction), closed and opened there with
-    a square (axis-parallel in the turned grid: notches and bumps of a few cells,
-    the wobble of a predicted mask, go; right-angled wings stay), and resampled
-    back. Returns bool [h, w]; cells outside the input's box stay False.
+    turned by ``angle`` (default: main_direction); there its box is cut into
+    blocks of about a fifth of the object's side, and a block belongs to the
+    object when half of it does (the box's edges stay where they are; notches,
+    bumps and cut corners smaller than a block go, larger wings stay, with right
+    angles). The result is resampled back. Returns bool [h, w]; cells outside
+    the input's box stay False.
     """
     cells = np.asarray(cells, bool)
-    count = int(np.count_nonzero(cells))
-    if count < 4:
+    if np.count_nonzero(cells) < 4:
         return cells.copy()
     if angle is None:
         angle = main_direction(cells)
-    # structuring square: 3 cells for small objects, about a tenth of the side for larger
-    size = 2 * max(1, int(round(np.sqrt(count) / 12))) + 1
-    pad = size + 2
+    pad = 2
     padded = np.pad(cells, pad)
     height, width = padded.shape
     cos, sin = np.cos(np.radians(angle)), np.sin(np.radians(angle))
@@ -67,9 +88,9 @@ def square_mask(cells, angle=None):
     x, y = u * cos - v * sin, u * sin + v * cos
     turned = ndimage.map_coordinates(padded.astype(np.uint8), [y - 0.5, x - 0.5], order=0,
                                      cval=0).astype(bool)
-    square = np.ones((size, size), bool)
-    turned = ndimage.binary_closing(np.pad(turned, size), square)
-    turned = ndimage.binary_opening(turned, square)[size:-size, size:-size]
+    if not turned.any():
+        return cells.copy()
+    turned = _block_majority(turned)
     # centres of the mask's cells, in the turned grid
     y, x = np.mgrid[:height, :width] + 0.5
     u, v = x * cos + y * sin - u0, -x * sin + y * cos - v0

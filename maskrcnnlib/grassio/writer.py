@@ -103,7 +103,7 @@ class InstanceWriter:
             the cell outlines. v.generalize leaves a boundary as it was where the
             change would make it cross another, so areas never overlap.
         orthogonal: square each object (outlines.square_mask) before it claims
-            its cells, then straighten the areas' staircases (douglas, one cell).
+            its cells, then straighten the areas' staircases (douglas, two cells).
         instances, scores: raster maps to create (None: not made): the category,
             and the score, of the object claiming each cell; null elsewhere.
             They hold the claimed cells (the areas before smoothing).
@@ -445,7 +445,7 @@ class InstanceWriter:
         areas = self._temporary("vector", "areas")
         self._run("r.to.vect", flags="vt", input=ids, output=areas, type="area")
         if self.orthogonal:  # the squared masks' staircases become straight edges
-            areas = self._generalize(areas, "douglas", max(self._nsres, self._ewres))
+            areas = self._generalize(areas, "douglas", 2 * max(self._nsres, self._ewres))
         if self.smoothing:
             areas = self._generalize(areas, self.smoothing, self.smoothing_threshold)
         return areas
