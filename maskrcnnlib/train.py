@@ -315,7 +315,8 @@ def train(config, train_data, logs, name, placement, validation_data=None,
     initial_epoch, from_weights, card = 0, bool(initial_weights), {}
     if initial_weights:
         card = read_card(initial_weights) or {}
-        initial_epoch = int(card.get("epoch", 0))
+        # with new heads (-e), one of our checkpoints starts a new run, not a resumed one
+        initial_epoch = 0 if exclude_heads else int(card.get("epoch", 0))
         # A resumed run keeps the schedule it started with.
         from_weights = bool(card.get("started_from_weights", True)) if initial_epoch \
             else True

@@ -93,7 +93,8 @@ def run_files(logs, name):
 def resumed_epoch(job):
     """The epoch of job.initial_weights when it is a checkpoint of this run (same logs,
     same name), else None."""
-    if not job.initial_weights or not os.path.isfile(job.initial_weights):
+    if not job.initial_weights or not os.path.isfile(job.initial_weights) \
+            or job.exclude_heads:  # -e: a new run from those weights
         return None
     match = CHECKPOINT_NAME.match(os.path.basename(job.initial_weights))
     same_folder = os.path.realpath(os.path.dirname(os.path.abspath(job.initial_weights))) \
@@ -290,13 +291,19 @@ def write_windows(job, training):
 
 
 def base_config(job, bands):
-    """Config from the job, or from the checkpoint being resumed."""
+    """Config from the job, or from the checkpoint being resumed.
+
+    One of our checkpoints (it has a card) resumes, unless -e asks for new heads: then,
+    as from any other weights file, a new run starts from its weights (epoch 1).
+    """
     card = read_card(job.initial_weights) if job.initial_weights else None
-    if card:
+    if card and not job.exclude_heads:
         config = config_for_weights(job.initial_weights)
         if config.class_names and list(config.class_names) != list(job.classes):
-            raise TrainingError("{} was trained on classes {}, classes= gives {}".format(
-                job.initial_weights, ",".join(config.class_names), ",".join(job.classes)))
+            raise TrainingError("{} was trained on classes {}, classes= gives {}: use -e to "
+                                "start a new run from its weights with new heads".format(
+                                    job.initial_weights, ",".join(config.class_names),
+                                    ",".join(job.classes)))
         if config.bands != bands:
             raise TrainingError("{} takes {} bands, the training data has {}".format(
                 job.initial_weights, config.bands, bands))
@@ -318,6 +325,18 @@ def base_config(job, bands):
                                               len(job.classes)))
         config.backbone = facts.get("backbone") or config.backbone
     return config, False
+
+
+def expects_8_bit(card):
+    """Whether weights expect 8-bit values minus the mean pixel: files without a card
+    (matterport's, COCO, ImageNet) do, and so do our models trained that way (or with
+    the percentile stretch); our models trained on standardized bands do not."""
+    if not card:
+        return True
+    method = (card.get("normalization") or {}).get("method")
+    if method:
+        return method != "mean and standard deviation"
+    return all(value == 1.0 for value in card["config"]["pixel_std"])  # older cards
 
 
 def make_config(job, dataset, band_names):
@@ -354,8 +373,8 @@ def make_config(job, dataset, band_names):
     from maskrcnnlib.dataset.radiometry import normalization
 
     config.pixel_mean, config.pixel_std, job.normalization = normalization(
-        dataset, bands, pretrained_rgb=bool(job.initial_weights) and bands <= 3,
-        rgb_mean=default_pixel_mean(3))
+        dataset, bands, pretrained_rgb=bool(job.initial_weights) and bands <= 3
+        and expects_8_bit(read_card(job.initial_weights)), rgb_mean=default_pixel_mean(3))
     config.validate()
     if job.anchor_scales:
         config.rpn_anchor_scales = list(job.anchor_scales)

@@ -318,3 +318,24 @@ def test_best_keep_patience_and_a_run_never_replaces_another(run_module, dataset
         "mask_rcnn_test_{:04d}.{}".format(epoch, ext) for epoch in (1, 2, 3)
         for ext in ("h5", "json")]
     assert [row["epoch"] for row in history(logs)] == ["0", "1", "2"]  # a CSV of its own
+
+
+def test_own_model_starts_a_new_run_for_other_classes_with_e(run_module, trained, dataset,
+                                                              tmp_path):
+    """Fine-tuning: one of our checkpoints (square, disk) with -e starts a new run for
+    other classes (here the same names in another order: other class ids) at epoch 1, and keeps its way of normalizing (standardized bands:
+    it was trained from scratch); without -e the classes must match."""
+    logs, _ = trained
+    start = logs / "mask_rcnn_test_0002.h5"
+    refused = train(run_module, training_dataset=dataset, logs=tmp_path / "a", epochs=1,
+                    classes="disk,square", model=start)
+    assert refused.returncode != 0
+    assert "use -e" in " ".join(error_message(refused.stderr).split())
+    result = train(run_module, "-e", training_dataset=dataset, logs=tmp_path / "b", epochs=1,
+                   classes="disk,square", name="tuned", model=start)
+    assert result.returncode == 0, result.stderr
+    assert "Epoch 1/1" in result.stderr
+    card = json.loads((tmp_path / "b" / "mask_rcnn_tuned_0001.json").read_text())
+    assert card["epoch"] == 1 and card["classes"] == ["disk", "square"]
+    assert card["normalization"]["method"] == "mean and standard deviation"
+    assert card["started_from_weights"] is True
