@@ -148,12 +148,17 @@ def training_dataset(samples, config, batch_size=None, seed=None, repeat=True):
         rpn_match, rpn_bbox = rpn_targets(
             anchors, sample["gt_class_ids"], sample["gt_boxes"],
             config.rpn_train_anchors_per_image, config.rpn_bbox_std_dev, seed=stateless)
+        # an image without objects (a negative chip, an empty random window) keeps one
+        # padding row (class 0, zero box), so a batch of such images still has an
+        # instance axis for the training graph to reduce over
+        missing = tf.maximum(0, 1 - tf.shape(sample["gt_class_ids"])[0])
         return {
             "image": sample["image"], "image_meta": sample["image_meta"],
             "rpn_match": tf.cast(rpn_match, tf.int32), "rpn_bbox_targets": rpn_bbox,
-            "gt_class_ids": sample["gt_class_ids"],
-            "gt_boxes": (sample["gt_boxes"] - shift) / scale,
-            "gt_masks": tf.cast(sample["gt_masks"], tf.float32),
+            "gt_class_ids": tf.pad(sample["gt_class_ids"], [[0, missing]]),
+            "gt_boxes": tf.pad((sample["gt_boxes"] - shift) / scale, [[0, missing], [0, 0]]),
+            "gt_masks": tf.pad(tf.cast(sample["gt_masks"], tf.float32),
+                               [[0, 0], [0, 0], [0, missing]]),
             "sample_key": tf.stack([tf.constant(base, tf.int32),
                                     tf.cast(index % (2 ** 31 - 1), tf.int32)]),
         }
