@@ -59,7 +59,7 @@ def train_model(path):
     import numpy as np
 
     from maskrcnnlib.modelcard import write_card
-    from maskrcnnlib.weights import save_weights_h5
+    from maskrcnnlib.model.weights import save_weights_h5
     from support.models import small_config, train_until
     from support.shapes import shapes_scene
 

@@ -33,7 +33,7 @@ from maskrcnnlib.config import Config  # noqa: E402
 from maskrcnnlib.model.inference import Detector  # noqa: E402
 from maskrcnnlib.model.maskrcnn import dense_output_names  # noqa: E402
 from maskrcnnlib.model.molding import unmold_detections  # noqa: E402
-from maskrcnnlib.weights import layer_weights  # noqa: E402
+from maskrcnnlib.model.weights import layer_weights  # noqa: E402
 
 STATE = {}
 
@@ -123,7 +123,7 @@ class StepTimes(keras.callbacks.Callback):
 def _parity_weights(trainer, path):
     """Load the parity weights (seed 20181) into the trainer, writing the file from
     its layout when missing; matterport's worker loads the same file."""
-    from maskrcnnlib.weights import load_weights_h5
+    from maskrcnnlib.model.weights import load_weights_h5
 
     if not os.path.exists(path):
         layout = model_layout(trainer)

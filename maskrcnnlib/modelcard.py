@@ -78,7 +78,7 @@ def config_for_weights(weights_path, classes=None):
     classes by order, without one they are required. Raises ConfigError when the
     count does not fit the file, ModelFileError when the file is unreadable.
     """
-    from maskrcnnlib.weights import inspect_h5  # h5py only when a file is read
+    from maskrcnnlib.model.weights import inspect_h5  # h5py only when a file is read
 
     card = read_card(weights_path)
     if card is not None:

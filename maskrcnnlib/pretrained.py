@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 
 from maskrcnnlib.errors import ModelFileError
-from maskrcnnlib.weights import file_layout
+from maskrcnnlib.model.weights import file_layout
 
 Source = collections.namedtuple("Source", "file_name url size md5 layout")
 

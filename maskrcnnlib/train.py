@@ -21,7 +21,7 @@ from maskrcnnlib.errors import TrainingError
 from maskrcnnlib.model.training import LOSS_KEYS, MaskRCNNTrainer, compile_trainer, \
     set_trainable_stage
 from maskrcnnlib.modelcard import card_path, read_card, write_card
-from maskrcnnlib.weights import (HEAD_LAYERS, inspect_h5, load_weights_h5,
+from maskrcnnlib.model.weights import (HEAD_LAYERS, inspect_h5, load_weights_h5,
                                  save_weights_h5)
 
 @dataclass
@@ -144,7 +144,7 @@ class _EpochReport(keras.callbacks.Callback):
             return {}
         from maskrcnnlib.evaluate import ImageInstances, evaluate
         from maskrcnnlib.model.inference import Detector
-        from maskrcnnlib.weights import copy_weights
+        from maskrcnnlib.model.weights import copy_weights
 
         if self.detector is None:
             self.detector = Detector(self.config)

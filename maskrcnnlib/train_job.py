@@ -311,7 +311,7 @@ def base_config(job, bands):
     config = Config(num_classes=len(job.classes) + 1, class_names=list(job.classes),
                     backbone=job.backbone, bands=bands)
     if job.initial_weights:
-        from maskrcnnlib.weights import inspect_h5
+        from maskrcnnlib.model.weights import inspect_h5
 
         facts = inspect_h5(job.initial_weights)
         if facts.get("bands") and facts["bands"] > bands:

@@ -13,7 +13,7 @@ from maskrcnnlib.model import winograd
 from maskrcnnlib.model.anchors import anchors_for_config
 from maskrcnnlib.model.maskrcnn import build_inference_model, split_inference_model
 from maskrcnnlib.model.molding import mold_input, unmold_detections
-from maskrcnnlib.weights import HEAD_LAYERS, load_weights_h5, save_weights_h5
+from maskrcnnlib.model.weights import HEAD_LAYERS, load_weights_h5, save_weights_h5
 
 
 SAMPLE_STRIDE = 997  # every 997th value (a prime) enters the mixed part of a fingerprint

@@ -2,7 +2,7 @@
 
 Both are flat functional Keras models whose weight-carrying layers sit at the top
 level under matterport's names (rpn_model nested, as in matterport), so
-maskrcnnlib.weights saves and loads them in the matterport .h5 layout.
+maskrcnnlib.model.weights saves and loads them in the matterport .h5 layout.
 
 Images entering the graphs are molded (maskrcnnlib.model.molding): [B, H, W, bands]
 float32 with H and W multiples of 64. Boxes inside the graphs are normalized

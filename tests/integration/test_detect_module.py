@@ -20,7 +20,7 @@ def shapes_model(tmp_path_factory):
     """A ResNet-18 trained on class-coloured 128x128 shapes (mask AP50 >= 0.95 on its
     12 scenes), saved with its model card."""
     from maskrcnnlib.modelcard import write_card
-    from maskrcnnlib.weights import save_weights_h5
+    from maskrcnnlib.model.weights import save_weights_h5
     from support.models import small_config, train_until
 
     config = small_config()

@@ -121,7 +121,7 @@ def test_model_imagenet_starts_the_backbone_from_the_file(tmp_path, monkeypatch,
     the backbone holds the file's values, its frozen batch-norm statistics exactly."""
     from maskrcnnlib import pretrained
     from maskrcnnlib.train_job import TrainJob, run_train_job
-    from maskrcnnlib.weights import file_layout
+    from maskrcnnlib.model.weights import file_layout
 
     folder, url = served
     layers = resnet50_backbone_layers()

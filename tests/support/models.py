@@ -25,7 +25,7 @@ def train_until(config, scenes, seed, target_ap50, rounds, steps_per_round=50):
     from maskrcnnlib.evaluate import ImageInstances, evaluate
     from maskrcnnlib.model.inference import Detector
     from maskrcnnlib.model.training import MaskRCNNTrainer, make_optimizer
-    from maskrcnnlib.weights import copy_weights
+    from maskrcnnlib.model.weights import copy_weights
 
     import tensorflow as tf
 

@@ -27,7 +27,7 @@ def main(replicas, accumulation, images_per_gpu, steps, precision, kind, initial
     from maskrcnnlib.dataset.directory import ArrayDataset
     from maskrcnnlib.train import _build_trainer, replica_datasets
     from maskrcnnlib.model.training import make_optimizer
-    from maskrcnnlib.weights import load_weights_h5, save_weights_h5
+    from maskrcnnlib.model.weights import load_weights_h5, save_weights_h5
     from support.models import small_config
     from support.shapes import shapes_scene
 

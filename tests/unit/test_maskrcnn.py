@@ -8,7 +8,7 @@ from maskrcnnlib.config import Config
 from maskrcnnlib.model.inference import Detector
 from maskrcnnlib.model.maskrcnn import ValidRows, build_inference_model
 from maskrcnnlib.model.training import MaskRCNNTrainer, layer_group, set_trainable_stage
-from maskrcnnlib.weights import layer_weights
+from maskrcnnlib.model.weights import layer_weights
 from support.layouts import coco_layout
 
 

@@ -20,7 +20,7 @@ from maskrcnnlib.model.backbone import build_resnet
 from maskrcnnlib.model.fpn import build_fpn
 from maskrcnnlib.model.heads import classifier_head, mask_head
 from maskrcnnlib.model.rpn import apply_rpn, build_rpn_model
-from maskrcnnlib.weights import (HEAD_LAYERS, inspect_h5, layer_weights,
+from maskrcnnlib.model.weights import (HEAD_LAYERS, inspect_h5, layer_weights,
                                  load_weights_h5, save_weights_h5)
 from support.layouts import coco_layout
 
