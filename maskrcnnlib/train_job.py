@@ -36,19 +36,20 @@ class TrainJob:
     sampling: str = "grid"  # GRASS maps: "grid" chips or "random" windows at each step
     train_bn: bool = False
     no_resize: bool = False
-    epochs: int = 200
-    steps_per_epoch: int = 3000
-    validation_steps: int = 100
-    rois_per_image: int = 64
-    images_per_gpu: int = 1
-    gpu_count: int = 1
-    accumulation_steps: int = 1
-    precision: str = "float32"
+    # the network's settings: their defaults are Config's (one home)
+    epochs: int = Config.epochs
+    steps_per_epoch: int = Config.steps_per_epoch
+    validation_steps: int = Config.validation_steps
+    rois_per_image: int = Config.train_rois_per_image
+    images_per_gpu: int = Config.images_per_gpu
+    gpu_count: int = Config.gpu_count
+    accumulation_steps: int = Config.accumulation_steps
+    precision: str = Config.precision
     mini_mask_size: list = field(default_factory=list)
-    images_min_dim: int = 256
-    images_max_dim: int = 1280
-    backbone: str = "resnet101"
-    learning_rate: float = 0.001
+    images_min_dim: int = Config.image_min_dim
+    images_max_dim: int = Config.image_max_dim
+    backbone: str = Config.backbone
+    learning_rate: float = Config.learning_rate
     seed: int = None
     augment: bool = False  # True/False, or a list of augment.KINDS
     anchor_scales: list = None

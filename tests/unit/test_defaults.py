@@ -1,7 +1,7 @@
 """One default per option: what a module's header offers (its `answer:`, which the GUI
 dialog and --help show), what the job dataclass takes when the option is not given
 (library callers: TrainJob, DetectJob) and, for settings of the network, Config's
-default must agree. A default changed in one place and not the others turns this red,
+default (where TrainJob takes them from) must agree. A default changed in one place and not the others turns this red,
 naming the option and the values."""
 import dataclasses
 import re
