@@ -9,21 +9,19 @@ from maskrcnnlib.model.image_meta import IMAGE_SHAPE, WINDOW
 
 
 def normalized_window(image_meta):
-    """Window of real image (without padding) of each image, normalized.
+    """The unpadded part of each molded image as a normalized box, [B, meta] -> [B, 4].
 
-    Uses the first image's image_shape for all images (one molded size per batch), as
-    matterport does: (window - [0, 0, 1, 1]) / ([h, w, h, w] - 1).
-
-    Args:
-        image_meta: [B, meta_length] float32, matterport layout (window in pixels).
-    Returns:
-        [B, 4] float32 normalized (y1, x1, y2, x2).
+    The window is stored in pixels with exclusive ends; this is the mapping of
+    boxes.boxes_to_normalized, in graph ops: a corner moves from the first pixel centre
+    (0) to the last one (1) in steps of (size - 1), an end moving one pixel back first.
+    Every image of a batch is molded to one size, so the first image's shape serves all.
     """
     image_meta = ops.cast(image_meta, "float32")
-    h, w = image_meta[0, IMAGE_SHAPE][0], image_meta[0, IMAGE_SHAPE][1]
-    scale = ops.stack([h, w, h, w]) - 1.0
-    shift = ops.convert_to_tensor([0.0, 0.0, 1.0, 1.0])
-    return (image_meta[:, WINDOW] - shift) / scale
+    last_centre = image_meta[0, IMAGE_SHAPE][:2] - 1.0  # (h - 1, w - 1)
+    window = image_meta[:, WINDOW]
+    start = window[:, :2] / last_centre
+    end = (window[:, 2:] - 1.0) / last_centre
+    return ops.concatenate([start, end], axis=-1)
 
 
 class DetectionLayer(keras.layers.Layer):
