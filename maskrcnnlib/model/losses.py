@@ -19,9 +19,8 @@ _EPSILON = 1e-7
 
 def smooth_l1(y_true, y_pred):
     """Element-wise smooth L1: 0.5 d^2 where |d| < 1, else |d| - 0.5 (d = y_true - y_pred)."""
-    diff = ops.abs(y_true - y_pred)
-    less_than_one = ops.cast(diff < 1.0, "float32")
-    return less_than_one * 0.5 * diff ** 2 + (1.0 - less_than_one) * (diff - 0.5)
+    error = ops.abs(y_true - y_pred)
+    return ops.where(error < 1.0, 0.5 * ops.square(error), error - 0.5)
 
 
 def _count_over_replicas(count):
@@ -63,9 +62,9 @@ def rpn_class_loss(rpn_match, rpn_class_logits):
     rpn_class_logits: [B, A, 2] (background, foreground) logits.
     """
     rpn_match = _squeeze_match(rpn_match)
-    anchor_class = ops.cast(rpn_match == 1, "int32")
+    is_object = ops.cast(rpn_match > 0, "int32")  # label 1 = foreground
     loss = ops.sparse_categorical_crossentropy(
-        anchor_class, ops.cast(rpn_class_logits, "float32"), from_logits=True)
+        is_object, ops.cast(rpn_class_logits, "float32"), from_logits=True)
     return _masked_mean(loss, rpn_match != 0)
 
 
@@ -94,11 +93,11 @@ def mrcnn_class_loss(target_class_ids, pred_class_logits, active_class_ids):
     active_class_ids: [B, C] 1/0 (only row 0 is used, as matterport).
     """
     logits = ops.cast(pred_class_logits, "float32")
-    pred_class_ids = ops.argmax(logits, axis=-1)
-    pred_active = ops.take(ops.cast(active_class_ids[0], "float32"), pred_class_ids)
+    weight = ops.take(ops.cast(active_class_ids[0], "float32"),
+                      ops.argmax(logits, axis=-1))  # 1 where the guess is an active class
     loss = ops.sparse_categorical_crossentropy(
         ops.cast(target_class_ids, "int32"), logits, from_logits=True)
-    return _share(ops.sum(loss * pred_active), ops.sum(pred_active))
+    return _share(ops.sum(loss * weight), ops.sum(weight))
 
 
 def mrcnn_bbox_loss(target_bbox, target_class_ids, pred_bbox):
