@@ -26,23 +26,17 @@ def build_fpn(C2, C3, C4, C5, pyramid_size=256, winograd=False):
     Returns [P2, P3, P4, P5, P6], each [B, H/s, W/s, pyramid_size] at strides
     4, 8, 16, 32, 64. P6 feeds only the RPN.
     """
-    p5 = layers.Conv2D(pyramid_size, (1, 1), name="fpn_c5p5")(C5)
-    p4 = layers.Add(name="fpn_p4add")([
-        layers.UpSampling2D(size=(2, 2), name="fpn_p5upsampled")(p5),
-        layers.Conv2D(pyramid_size, (1, 1), name="fpn_c4p4")(C4)])
-    p3 = layers.Add(name="fpn_p3add")([
-        layers.UpSampling2D(size=(2, 2), name="fpn_p4upsampled")(p4),
-        layers.Conv2D(pyramid_size, (1, 1), name="fpn_c3p3")(C3)])
-    p2 = layers.Add(name="fpn_p2add")([
-        layers.UpSampling2D(size=(2, 2), name="fpn_p3upsampled")(p3),
-        layers.Conv2D(pyramid_size, (1, 1), name="fpn_c2p2")(C2)])
-    p2 = Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p2",
-                winograd=winograd)(p2)
-    p3 = Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p3",
-                winograd=winograd)(p3)
-    p4 = Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p4",
-                winograd=winograd)(p4)
-    p5 = Conv2D(pyramid_size, (3, 3), padding="same", name="fpn_p5",
-                winograd=winograd)(p5)
+    # Top-down: each level is its lateral 1x1 conv plus the level above, doubled.
+    merged = {5: layers.Conv2D(pyramid_size, (1, 1), name="fpn_c5p5")(C5)}
+    for level, features in ((4, C4), (3, C3), (2, C2)):
+        above = layers.UpSampling2D(size=(2, 2), name=f"fpn_p{level + 1}upsampled")(
+            merged[level + 1])
+        lateral = layers.Conv2D(pyramid_size, (1, 1), name=f"fpn_c{level}p{level}")(features)
+        merged[level] = layers.Add(name=f"fpn_p{level}add")([above, lateral])
+    # A 3x3 conv smooths every merged level; P6 only subsamples P5 for the RPN.
+    p2, p3, p4, p5 = (
+        Conv2D(pyramid_size, (3, 3), padding="same", name=f"fpn_p{level}",
+               winograd=winograd)(merged[level])
+        for level in (2, 3, 4, 5))
     p6 = layers.MaxPooling2D(pool_size=(1, 1), strides=2, name="fpn_p6")(p5)
     return [p2, p3, p4, p5, p6]
