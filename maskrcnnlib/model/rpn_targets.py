@@ -46,20 +46,22 @@ def rpn_targets(anchors, gt_class_ids, gt_boxes, rpn_train_anchors_per_image,
 
     instance_boxes = tfops.boolean_mask(gt_boxes, gt_class_ids > 0)
     crowd_boxes = tfops.boolean_mask(gt_boxes, gt_class_ids < 0)
-    overlaps = pairwise_iou(anchors, instance_boxes)  # [A, G']
-    crowd_overlaps = pairwise_iou(anchors, crowd_boxes)
-    no_crowd = ops.max(_with_column(crowd_overlaps, 0.0), axis=1) < CROWD_IOU
+    iou = pairwise_iou(anchors, instance_boxes)  # [A, G']
+    clear_of_crowds = ops.max(
+        _with_column(pairwise_iou(anchors, crowd_boxes), 0.0), axis=1) < CROWD_IOU
 
     # A spare column (IoU -1, a unit box) keeps max/argmax defined without any gt.
-    padded = _with_column(overlaps, -1.0)
+    padded = _with_column(iou, -1.0)
     best_gt = ops.argmax(padded, axis=1)
-    anchor_iou_max = ops.max(padded, axis=1)
-    gt_iou_max = ops.max(_with_row(overlaps, -1.0), axis=0)  # [G']
-    is_best_anchor = ops.any(overlaps == gt_iou_max[None, :], axis=1)
+    best_of_anchor = ops.max(padded, axis=1)  # [A]
+    best_of_gt = ops.max(_with_row(iou, -1.0), axis=0)  # [G']
+    # Every gt box claims the anchor(s) it overlaps most, however little.
+    claimed = ops.any(iou == best_of_gt[None, :], axis=1)
 
-    negative = ops.logical_and(anchor_iou_max < NEGATIVE_IOU, no_crowd)
-    positive = ops.logical_or(is_best_anchor, anchor_iou_max >= POSITIVE_IOU)
-    negative = ops.logical_and(negative, ops.logical_not(positive))
+    positive = ops.logical_or(claimed, best_of_anchor >= POSITIVE_IOU)
+    negative = ops.logical_and(
+        ops.logical_and(best_of_anchor < NEGATIVE_IOU, clear_of_crowds),
+        ops.logical_not(positive))
 
     keys = tfops.uniform_keys(ops.shape(positive), seed)
     positive = _keep_random(positive, keys, total // 2, total // 2)

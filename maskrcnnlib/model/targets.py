@@ -84,14 +84,13 @@ class DetectionTargetLayer(keras.layers.Layer):
         gt_valid = ops.sum(ops.abs(gt_boxes), axis=-1) > 0
         is_crowd = ops.logical_and(gt_valid, gt_class_ids < 0)[:, None, :]
         is_instance = ops.logical_and(gt_valid, gt_class_ids > 0)[:, None, :]
-        overlaps = pairwise_iou(proposals, gt_boxes)  # [B, N, G]
-        instance_overlaps = ops.where(is_instance, overlaps, -1.0)
-        roi_iou_max = ops.max(instance_overlaps, axis=-1)
-        crowd_iou_max = ops.max(ops.where(is_crowd, overlaps, 0.0), axis=-1)
-        positive = ops.logical_and(proposal_valid, roi_iou_max >= 0.5)
-        negative = ops.logical_and(
-            ops.logical_and(proposal_valid, roi_iou_max < 0.5), crowd_iou_max < 0.001)
-        assignment = ops.cast(ops.argmax(instance_overlaps, axis=-1), "int32")
+        iou = pairwise_iou(proposals, gt_boxes)  # [B, N, G]
+        instance_iou = ops.where(is_instance, iou, -1.0)
+        best = ops.max(instance_iou, axis=-1)
+        clear_of_crowds = ops.max(ops.where(is_crowd, iou, 0.0), axis=-1) < 0.001
+        positive = ops.logical_and(proposal_valid, best >= 0.5)
+        negative = ops.logical_and(proposal_valid, ops.logical_and(best < 0.5, clear_of_crowds))
+        assignment = ops.cast(ops.argmax(instance_iou, axis=-1), "int32")
         return positive, negative, assignment
 
     def _random_keys(self, shape, sample_keys):
@@ -119,8 +118,11 @@ class DetectionTargetLayer(keras.layers.Layer):
         _, neg_order = ops.top_k(ops.where(negative, keys, -1.0), k_neg)
 
         pos_count = ops.minimum(ops.sum(ops.cast(positive, "int32"), axis=1), max_positive)
-        ratio_inverse = 1.0 / self.roi_positive_ratio
-        neg_wanted = ops.cast(ratio_inverse * ops.cast(pos_count, "float32"), "int32") - pos_count
+        # Rows in all for pos_count positives at the wanted ratio, truncated; the rest
+        # of them negatives. Computed in float32 as the original models were trained.
+        rows_at_ratio = ops.cast(ops.cast(pos_count, "float32") * (1.0 / self.roi_positive_ratio),
+                                 "int32")
+        neg_wanted = rows_at_ratio - pos_count
         neg_count = ops.minimum(ops.sum(ops.cast(negative, "int32"), axis=1), neg_wanted)
 
         slot = ops.arange(rois, dtype="int32")[None, :]
@@ -138,13 +140,10 @@ class DetectionTargetLayer(keras.layers.Layer):
         """[B, T, mask_h, mask_w] float32 0/1 crops of each row's gt mask."""
         boxes = rois
         if self.use_mini_mask:
-            # ROI in the coordinates of the mini mask, which spans its gt box.
-            gt_y1, gt_x1 = roi_gt_boxes[..., 0], roi_gt_boxes[..., 1]
-            gt_h = roi_gt_boxes[..., 2] - gt_y1
-            gt_w = roi_gt_boxes[..., 3] - gt_x1
-            boxes = ops.stack([(rois[..., 0] - gt_y1) / gt_h, (rois[..., 1] - gt_x1) / gt_w,
-                               (rois[..., 2] - gt_y1) / gt_h, (rois[..., 3] - gt_x1) / gt_w],
-                              axis=-1)
+            # A mini mask spans its gt box: express the ROI relative to that box.
+            origin = roi_gt_boxes[..., :2]
+            extent = roi_gt_boxes[..., 2:] - origin
+            boxes = (rois - ops.tile(origin, (1, 1, 2))) / ops.tile(extent, (1, 1, 2))
         batch, rows = ops.shape(gt_index)[0], ops.shape(gt_index)[1]
         num_gt = ops.shape(gt_masks)[3]
         images = ops.transpose(ops.cast(gt_masks, "float32"), (0, 3, 1, 2))
