@@ -25,13 +25,17 @@ def extract_boxes(masks):
 
     An empty mask gives a zero box (matterport's extract_bboxes).
     """
-    boxes = np.zeros((masks.shape[-1], 4), dtype=np.int32)
-    for i in range(masks.shape[-1]):
-        rows = np.flatnonzero(masks[:, :, i].any(axis=1))
-        cols = np.flatnonzero(masks[:, :, i].any(axis=0))
-        if len(rows):
-            boxes[i] = rows[0], cols[0], rows[-1] + 1, cols[-1] + 1
-    return boxes
+    masks = np.asarray(masks, dtype=bool)
+    if masks.size == 0:
+        return np.zeros((masks.shape[-1], 4), dtype=np.int32)
+    row_hit = masks.any(axis=1)  # [H, N]: rows each mask touches
+    col_hit = masks.any(axis=0)  # [W, N]
+    height, width = row_hit.shape[0], col_hit.shape[0]
+    # First touched row / column from each end: argmax finds the first True.
+    boxes = np.stack([row_hit.argmax(axis=0), col_hit.argmax(axis=0),
+                      height - row_hit[::-1].argmax(axis=0),
+                      width - col_hit[::-1].argmax(axis=0)], axis=1)
+    return np.where(row_hit.any(axis=0)[:, None], boxes, 0).astype(np.int32)
 
 
 def prepare_sample(image, masks, class_ids, config, image_id=0, rng=None):

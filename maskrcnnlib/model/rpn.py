@@ -16,9 +16,9 @@ from maskrcnnlib.model.winograd import Conv2D
 def build_rpn_model(anchor_stride, anchors_per_location, depth, winograd=False):
     """Build the shared RPN as a Keras Model named "rpn_model".
 
-    anchor_stride: stride of the shared 3x3 conv (1: anchors at every
-        feature-map cell, 2: every other cell).
-    anchors_per_location: anchors per cell (number of anchor ratios, 3).
+    anchor_stride: stride of the shared 3x3 conv; it must equal the stride the
+        anchors were laid out with (config.rpn_anchor_stride).
+    anchors_per_location: anchors per cell (one per anchor ratio, 3).
     depth: channels of the pyramid levels (256).
     winograd: compute the shared 3x3 conv by Winograd on large levels (CPU
         inference under XLA; see model.winograd); the weights are the same.
