@@ -124,8 +124,8 @@ class _EpochReport(keras.callbacks.Callback):
         super().__init__()
         self.keep, self.patience = keep, patience
         # the best validation mask mAP so far, and its epoch (a resumed run's history too)
-        scored = [(entry["val_mAP"], entry["epoch"]) for entry in result.history
-                  if "val_mAP" in entry]
+        scored = [(entry["val_mAP"], entry["epoch"]) for entry in
+                  (result.history if result is not None else []) if "val_mAP" in entry]
         self.best = max(scored, key=lambda item: (item[0], -item[1])) if scored else None
         self.stopped_early = None
         self.writes = writes  # False on the workers other than the chief

@@ -92,7 +92,8 @@ def test_model_coco_is_downloaded_checked_and_trained_from(run_module, grass_ses
     assert "http://127.0.0.1:9/mask_rcnn_coco.h5" in message
     assert str(tmp_path / "empty" / "mask_rcnn_coco.h5") in message
     # a backbone that the file does not hold
-    result = run_module(TRAIN, env=env, **{**options, "backbone": "resnet50"})
+    result = run_module(TRAIN, env=env, **{**options, "backbone": "resnet50",
+                                           "logs": tmp_path / "logs3"})
     assert result.returncode != 0 and "add backbone=resnet101" in \
         " ".join(error_message(result.stderr).split())
 
