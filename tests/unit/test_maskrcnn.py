@@ -2,7 +2,6 @@
 
 import keras
 import numpy as np
-import pytest
 
 from maskrcnnlib.config import Config
 from maskrcnnlib.model.inference import Detector
