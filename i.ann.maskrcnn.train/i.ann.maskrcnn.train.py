@@ -98,7 +98,7 @@
 # % label: Vector map with areas held out for validation
 # % description: Instead of -s: chips wholly inside the areas validate, chips touching them do not train
 # % required: no
-# % guisection: Training
+# % guisection: Input
 # %end
 
 # %option
