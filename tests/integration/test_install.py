@@ -30,6 +30,10 @@ def test_g_extension_installs_both_modules_and_the_library(addon):
                           for p in (ROOT / "maskrcnnlib").rglob("*.py"))
     installed = sorted(p.relative_to(library) for p in library.rglob("*.py"))
     assert installed == source_files
+    # data the library reads at run time (the COCO layout model=coco checks downloads by)
+    data = sorted(p.relative_to(ROOT / "maskrcnnlib")
+                  for p in (ROOT / "maskrcnnlib").rglob("*.json"))
+    assert data and sorted(p.relative_to(library) for p in library.rglob("*.json")) == data
 
 
 def assert_images_installed(html_dir):
