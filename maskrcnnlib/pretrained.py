@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 
 from maskrcnnlib.errors import ModelFileError
-from maskrcnnlib.model.weights import file_layout
+from maskrcnnlib.model.weights import file_layout, weight_key
 
 Source = collections.namedtuple("Source", "file_name url size md5 layout")
 
@@ -62,6 +62,11 @@ def download_url(source):
     return "{}/{}".format(mirror.rstrip("/"), source.file_name) if mirror else source.url
 
 
+def cached_path(name):
+    """Where the file of PRETRAINED[name] lies (or will lie) in the cache."""
+    return os.path.join(cache_dir(), PRETRAINED[name].file_name)
+
+
 def pretrained_file(name, progress=None, timeout=60):
     """Path of the checked file of PRETRAINED[name], downloaded first when not cached.
 
@@ -69,9 +74,8 @@ def pretrained_file(name, progress=None, timeout=60):
     Raises ModelFileError naming the address, the file name and the cache folder
     when the file can be neither found nor fetched, or fails its check.
     """
-    source = PRETRAINED[name]
-    folder = cache_dir()
-    path = os.path.join(folder, source.file_name)
+    source, path = PRETRAINED[name], cached_path(name)
+    folder = os.path.dirname(path)
     if os.path.exists(path):
         problem = check_file(path, source)
         if problem:
@@ -155,10 +159,10 @@ def layout_difference(path, layout_file):
     """None when the .h5 at path has the layers and weight shapes layout_file records."""
     with open(layout_file) as stream:
         recorded = json.load(stream)
-    want = {name: [(_variable(weight), tuple(shape)) for weight, shape in weights]
+    want = {name: [(weight_key(weight), tuple(shape)) for weight, shape in weights]
             for name, weights in recorded["layers"] if weights}
     try:
-        have = {name: [(_variable(weight), shape) for weight, shape in weights]
+        have = {name: [(weight_key(weight), shape) for weight, shape in weights]
                 for name, weights in file_layout(path).items() if weights}
     except ModelFileError as error:
         return str(error)
@@ -172,11 +176,6 @@ def layout_difference(path, layout_file):
         if want[name] != have[name]:
             return "layer {} holds {} instead of {}".format(name, have[name], want[name])
     return None
-
-
-def _variable(weight_name):
-    """"conv1/kernel:0" -> "kernel" (Keras 2 may write "conv1_1/kernel:0")."""
-    return weight_name.rsplit("/", 1)[-1].split(":")[0]
 
 
 # The ImageNet file was written by Keras 1: weights are named "<layer>_W:0",
@@ -198,7 +197,7 @@ def imagenet_backbone_file(progress=None, timeout=60):
 
 def ours_variable(layer, weight_name):
     """The variable a file weight holds: "conv1_W:0" or "conv1/kernel:0" -> "kernel"."""
-    leaf = weight_name.rsplit("/", 1)[-1].split(":")[0]
+    leaf = weight_key(weight_name)
     if leaf.startswith(layer + "_"):
         return _KERAS1_VARIABLES.get(leaf[len(layer) + 1:], leaf)
     return leaf

@@ -401,11 +401,9 @@ def use_pretrained(job, message, percent):
     if job.backbone != PRETRAINED_BACKBONES[name]:
         raise TrainingError("model={} holds {} weights: add backbone={}".format(
             name, PRETRAINED_BACKBONES[name], PRETRAINED_BACKBONES[name]))
-    source = pretrained.PRETRAINED[name]
-    target = os.path.join(pretrained.cache_dir(), source.file_name)
-    if not os.path.exists(target):
+    if not os.path.exists(pretrained.cached_path(name)):
         message("Downloading {} into {} (once; later runs use it from there)".format(
-            pretrained.download_url(source), pretrained.cache_dir()))
+            pretrained.download_url(pretrained.PRETRAINED[name]), pretrained.cache_dir()))
 
     def progress(done, total):
         if total:

@@ -75,7 +75,7 @@ def layer_weights(layer):
     return [("{}/{}:0".format(layer.name, v.name), v) for v in layer.weights]
 
 
-def _weight_key(weight_name, nested):
+def weight_key(weight_name, nested=False):
     """Key matching a file weight to a model weight.
 
     "conv1/kernel:0" -> "kernel" for a plain layer (Keras 2 may have written
@@ -210,16 +210,16 @@ def _plan_layer(layer, datasets, path):
     """
     pairs = layer_weights(layer)
     nested = isinstance(layer, keras.Model)
-    by_key = {_weight_key(n, nested): d for n, d in datasets.items()}
+    by_key = {weight_key(n, nested): d for n, d in datasets.items()}
     in_order = list(datasets.values())
     # Keras 2 renames inner layers ("rpn_conv_shared_1") when a model is
     # built twice in one session; their order is still the model's.
     positional = nested and len(in_order) == len(pairs) and not all(
-        _weight_key(n, nested) in by_key for n, _ in pairs)
+        weight_key(n, nested) in by_key for n, _ in pairs)
     plan = []
     for i, (name, variable) in enumerate(pairs):
         dataset = (in_order[i] if positional
-                   else by_key.get(_weight_key(name, nested)))
+                   else by_key.get(weight_key(name, nested)))
         if dataset is None:
             raise ModelFileError(
                 "{}: layer {} has no weight {} (the file has: {})".format(
