@@ -70,6 +70,21 @@
 # % guisection: Input
 # %end
 
+# %option G_OPT_I_GROUP
+# % key: group
+# % label: Imagery group whose raster maps are the bands, in the group's order
+# % description: Instead of input: the model's band order is the group's (i.group lists it)
+# % required: no
+# % guisection: Input
+# %end
+
+# %option G_OPT_I_SUBGROUP
+# % key: subgroup
+# % label: Subgroup of the group whose raster maps are the bands, in its order
+# % required: no
+# % guisection: Input
+# %end
+
 # %option G_OPT_M_DIR
 # % key: images_directory
 # % label: Directory with georeferenced images to detect in
@@ -149,6 +164,26 @@
 # % guisection: Tiling
 # %end
 
+# %option G_OPT_M_NPROCS
+# % key: nprocs
+# % type: integer
+# % label: Number of CPU threads of TensorFlow
+# % description: 0: as many as the machine has cores. The arithmetic of each step runs on nprocs threads, at most 2 steps at once
+# % options: 0-
+# % answer: 0
+# % guisection: Tiling
+# %end
+
+# %option G_OPT_MEMORYMB
+# % key: memory
+# % type: integer
+# % label: Memory for the rasters' cells read and written (MB)
+# % description: Rows of tiles are read in pieces, and batches formed, within it (same objects); the network's own memory comes on top
+# % options: 1-
+# % answer: 300
+# % guisection: Tiling
+# %end
+
 # %option
 # % key: score_threshold
 # % type: double
@@ -180,6 +215,20 @@
 # % label: Column of the reference areas holding their class names
 # % answer: class
 # % required: no
+# % guisection: Accuracy
+# %end
+
+# %option G_OPT_V_FIELD
+# % key: reference_layer
+# % label: Layer of the reference map holding its areas' categories and attributes
+# % answer: 1
+# % guisection: Accuracy
+# %end
+
+# %option G_OPT_DB_WHERE
+# % key: reference_where
+# % label: WHERE condition selecting the reference areas (SQL, without WHERE)
+# % description: For example: class = 'building' AND year >= 2020
 # % guisection: Accuracy
 # %end
 
@@ -235,13 +284,15 @@
 # %end
 
 # %rules
-# % required: input, band1, images_directory
-# % exclusive: input, band1, images_directory
+# % required: input, band1, images_directory, group
+# % exclusive: input, band1, images_directory, group
+# % requires: subgroup, group
 # % requires_all: band1, band2, band3
 # % requires_all: images_directory, images_format
 # % requires: images_format, images_directory
 # % requires: -e, images_directory
 # % requires: report, reference
+# % requires: reference_where, reference
 # %end
 
 import os
@@ -283,8 +334,16 @@ def check_options(options, flags):
     if not os.path.isfile(options["model"]):
         gs.fatal(_("Model file <{}> does not exist").format(options["model"]))
     classes = split_list(options["classes"])
-    if options["input"] and any(options[key] for key in ("band1", "band2", "band3")):
-        gs.fatal(_("Give the bands either as input= or as band1, band2, band3"))
+    band_inputs = [key for key in ("input", "band1", "group", "images_directory")
+                   if options[key]]
+    if len(band_inputs) != 1:
+        gs.fatal(_("Give the bands one way: input=, band1/band2/band3, group= (with "
+                   "subgroup=) or images_directory= (given: {})").format(
+                       ", ".join(band_inputs) or _("none")))
+    if options["subgroup"] and not options["group"]:
+        gs.fatal(_("subgroup= needs group="))
+    if options["group"] and not gs.find_file(options["group"], element="group")["fullname"]:
+        gs.fatal(_("Imagery group <{}> not found").format(options["group"]))
     for name in split_list(options["input"]):
         if not gs.find_file(name, element="cell")["fullname"]:
             gs.fatal(_("Raster map <{}> not found").format(name))
@@ -305,15 +364,16 @@ def check_options(options, flags):
 def make_job(options, flags, classes):
     from maskrcnnlib.detect import DetectJob
 
-    if options["images_directory"]:
-        images = []
+    if options["images_directory"] or options["group"]:
+        images = []  # the group's rasters: resolved by the library
     elif options["input"]:
         images = [split_list(options["input"])]
     else:
         images = [list(maps) for maps in zip(*(split_list(options[key])
                                                 for key in ("band1", "band2", "band3")))]
     return DetectJob(
-        model=options["model"], images=images, output=options["output"] or None,
+        model=options["model"], images=images, group=options["group"] or None,
+        subgroup=options["subgroup"] or None, output=options["output"] or None,
         classes=classes or None, output_type=options["output_type"].split(","),
         tile_size=int(options["tile_size"]), overlap=int(options["overlap"]),
         batch_size=int(options["batch_size"]),
@@ -325,13 +385,16 @@ def make_job(options, flags, classes):
         images_format=options["images_format"] or None, external=flags["e"],
         reference=options["reference"] or None,
         reference_column=options["reference_column"] or "class",
+        reference_layer=options["reference_layer"] or "1",
+        reference_where=options["reference_where"] or None,
         report=options["report"] or None,
         min_area=float(options["min_area"]) if options["min_area"] else None,
         smoothing=options["smoothing"] or "none",
         smoothing_threshold=float(options["smoothing_threshold"])
         if options["smoothing_threshold"] else None,
         orthogonal=flags["o"], instances=options["instances"] or None,
-        scores=options["scores"] or None, resample=flags["r"])
+        scores=options["scores"] or None, resample=flags["r"],
+        nprocs=int(options["nprocs"]), memory=int(options["memory"]))
 
 
 def main(options, flags):

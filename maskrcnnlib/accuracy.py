@@ -36,13 +36,15 @@ class ReferenceAreas:
     classes: the model's class names (class id k is classes[k - 1]). Raises
     DetectionError for a missing map, a map without areas, a missing column, or
     class values that are not among the classes. Every check runs at
-    construction, before any detection.
+    construction, before any detection. layer, where: the layer of the map and an
+    SQL condition selecting its reference areas (None: all).
     """
 
-    def __init__(self, vector, column, classes, layer="1"):
+    def __init__(self, vector, column, classes, layer="1", where=None):
         self.classes = list(classes)
         self.areas = RasterizedAreas(vector, column, layer, purpose="reference",
-                                     error=reference_error)
+                                     error=reference_error, where=where,
+                                     where_option="reference_where")
         self.vector = self.areas.vector
         try:
             self.cats = self._cells_per_category(gs.region())

@@ -24,6 +24,8 @@ MIN_AREA_CELLS = 4
 class DetectJob:
     model: str
     images: list  # one list of raster names (one per band) per image
+    group: str = None  # or an imagery group: its rasters (group order) are the bands
+    subgroup: str = None  # of one of its subgroups
     output: str = None  # None: one map per class, named after it (2018 behaviour)
     classes: list = None  # rename the model's classes by order; needed without a card
     output_type: list = field(default_factory=lambda: ["area"])
@@ -39,6 +41,8 @@ class DetectJob:
     external: bool = False  # their georeferencing: world file or .aux.xml (flag -e)
     reference: str = None  # vector areas to assess the detections against
     reference_column: str = "class"  # its column of class names
+    reference_layer: str = "1"  # its layer
+    reference_where: str = None  # SQL condition selecting its reference areas
     report: str = None  # JSON file for the accuracy figures
     min_area: float = None  # map units squared; None: MIN_AREA_CELLS cells of the region
     smoothing: str = "none"  # or a v.generalize method (grassio.writer.SMOOTHING_METHODS)
@@ -47,6 +51,8 @@ class DetectJob:
     instances: str = None  # raster of object ids (the vector's categories)
     scores: str = None  # raster of the score of the object covering each cell
     resample: bool = False  # -r: detect on a copy of the region at the model's resolution
+    nprocs: int = 0  # TensorFlow's CPU threads (maskrcnnlib.threads); 0: all cores
+    memory: int = 300  # MB for the pixel buffers: strips, tiles, batches, raster strips
 
 
 def detection_config(job):
@@ -142,8 +148,11 @@ def detect_image(detector, bands, writer, job, message, percent, pad_to=None, so
 
     Several images share one writer: where they overlap, the objects of the first
     keep their cells. pad_to: see detect_tile_row. source: the objects' ``source``.
+    Each row of tiles is read and run in pieces whose pixel buffers fit in
+    job.memory MB (grassio.rasters.tile_pieces); a batch never spans two pieces.
+    The pieces change what is held at once, not what is found.
     """
-    from maskrcnnlib.grassio.rasters import read_tile_rows
+    from maskrcnnlib.grassio.rasters import read_tile_rows, tile_pieces
     from maskrcnnlib.grassio.region import region_info
     from maskrcnnlib.tiling import SeamMerger, tile_grid
 
@@ -153,21 +162,36 @@ def detect_image(detector, bands, writer, job, message, percent, pad_to=None, so
     # a view cut by a tile edge may get another class than the whole view next door
     merger = SeamMerger(grid, cross_class=True)
     done, total = 0, sum(len(row) for row in grid)
-    for tiles in read_tile_rows(bands, grid):
+    pieces = [(index, piece) for index, row in enumerate(grid)
+              for piece in tile_pieces(row, len(bands), memory_bytes(job), pad_to)]
+    if len(pieces) > len(grid):
+        message("memory={} MB: rows of tiles are read in pieces of at most {} tiles".format(
+            job.memory, max(len(piece) for _, piece in pieces)))
+    instances = []
+    read = read_tile_rows(bands, (piece for _, piece in pieces))
+    for position, ((index, _), tiles) in enumerate(zip(pieces, read)):
         # views wholly within half the overlap of a shared edge: the neighbour sees them whole
-        instances, _ = detect_tile_row(detector, tiles, job.batch_size * detector.replicas,
-                                       shape,
-                                       core_margin=job.overlap // 2, pad_to=pad_to,
-                                       eight_bit=pad_to is None)
+        found, _ = detect_tile_row(detector, tiles, job.batch_size * detector.replicas,
+                                   shape, core_margin=job.overlap // 2, pad_to=pad_to,
+                                   eight_bit=pad_to is None)
+        instances += found
+        done += len(tiles)
+        percent(done, total, 2)
+        if position + 1 < len(pieces) and pieces[position + 1][0] == index:
+            continue  # more of this row to come
         merger.add_row(instances)
+        instances = []
         writer.add(_best_first(merger.pop_finished()), source=source)
         # rows above every object still open (and above the next tile row) are final
         if merger.first_open_row is not None:
             writer.flush_until(merger.first_open_row)
-        done += len(tiles)
-        percent(done, total, 2)
     writer.add(_best_first(merger.finish()), source=source)
     message("{} tiles done".format(total))
+
+
+def memory_bytes(job):
+    """job.memory (MB) in bytes; None when no cap is set (memory None or 0)."""
+    return int(job.memory) * 2 ** 20 if job.memory else None
 
 
 def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
@@ -184,13 +208,27 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
     """
     from maskrcnnlib.grassio.rasters import check_rasters, images_in_region
     from maskrcnnlib.grassio.writer import InstanceWriter
+    from maskrcnnlib.threads import limit_threads
 
+    if job.memory is not None and job.memory < 0:
+        raise DetectionError("memory must be 0 (no cap) or more MB, got {}".format(job.memory))
+    threads = limit_threads(job.nprocs)  # before TensorFlow runs anything
+    if threads:
+        message("nprocs={}: TensorFlow computes on {} threads, {} steps at once".format(
+            job.nprocs, *threads))
     if job.images_directory:
         from maskrcnnlib.imagefiles import ImportedImages, list_images
 
         paths = list_images(job.images_directory, job.images_format)
         config = detection_config(job)
     else:
+        if job.group:
+            from maskrcnnlib.grassio.rasters import group_rasters
+
+            job.images = [group_rasters(job.group, job.subgroup, error=DetectionError)]
+            message("Bands of {} <{}>: {}".format(
+                "subgroup <{}> of group".format(job.subgroup) if job.subgroup else "group",
+                job.group, ",".join(job.images[0])))
         for bands in job.images:
             check_rasters(bands, error=DetectionError)
         config = detection_config(job)
@@ -199,8 +237,13 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
                 raise DetectionError("{} takes {} bands, {} given ({})".format(
                     job.model, config.bands, len(bands), ",".join(bands)))
         images = images_in_region(job.images, warning)
-        sources = [bands[0] for bands in images]  # the user's names, before any copy
+        # the user's names, before any copy
+        sources = [bands[0] for bands in images] if not job.group else [
+            job.group + ("/" + job.subgroup if job.subgroup else "")]
     classes = list(config.class_names)
+    message("Classes ({}; ids 1..{} in this order): {}".format(
+        "classes=" if job.classes else "the model card of {}".format(job.model),
+        len(classes), ",".join(classes)))
     min_area = _min_area(job)
     with contextlib.ExitStack() as stack:
         images = _fit_to_model(job, config, None if job.images_directory else images,
@@ -212,14 +255,16 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
             if job.report:
                 accuracy.check_report_path(job.report, job.overwrite)
             reference = stack.enter_context(
-                accuracy.ReferenceAreas(job.reference, job.reference_column, classes))
+                accuracy.ReferenceAreas(job.reference, job.reference_column, classes,
+                                        layer=job.reference_layer,
+                                        where=job.reference_where))
         writer = InstanceWriter(job.output, classes, output_type=tuple(job.output_type),
                                 overwrite=job.overwrite, per_class=job.output is None,
                                 history=job.history, min_area=min_area,
                                 smoothing=None if job.smoothing == "none" else job.smoothing,
                                 smoothing_threshold=job.smoothing_threshold,
                                 orthogonal=job.orthogonal, instances=job.instances,
-                                scores=job.scores)
+                                scores=job.scores, memory_bytes=memory_bytes(job))
         try:
             if job.images_directory:
                 with ImportedImages(paths, external=job.external, band_count=config.bands,
@@ -256,6 +301,7 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
         if job.report:
             accuracy.write_report(job.report, figures, {
                 "reference": job.reference, "reference_column": job.reference_column,
+                "reference_layer": job.reference_layer, "reference_where": job.reference_where,
                 "model": os.path.abspath(job.model), "output": job.output,
                 "iou_threshold_for_precision": 0.5, "max_detections": None})
     return counts

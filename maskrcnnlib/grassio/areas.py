@@ -7,6 +7,7 @@ of the current region, so a cell belongs to the area its centre falls in and
 to at most one object.
 """
 import json
+import subprocess
 
 import numpy as np
 
@@ -36,6 +37,10 @@ class RasterizedAreas:
         name: vector map name.
         class_column: attribute column (of ``layer``) holding class names.
         layer: layer (number or name) holding categories and attributes.
+        where: SQL WHERE condition (without WHERE) on the layer's table: only the
+            areas whose rows it selects are drawn; None: all. A condition that
+            selects no row, or that the database refuses, raises ``error``.
+        where_option: the option that gave ``where``, for those messages.
         purpose: a word for the temporary raster's name.
         error: makes the exception for a bad map or bad class values from a
             message: an exception class (DatasetError by default) or a function
@@ -46,13 +51,18 @@ class RasterizedAreas:
         raster: name of the temporary raster (int32 categories).
     """
 
-    def __init__(self, name, class_column, layer=1, purpose="areas", error=DatasetError):
+    def __init__(self, name, class_column, layer=1, purpose="areas", error=DatasetError,
+                 where=None, where_option="where"):
         self.class_column, self.layer, self.error = class_column, layer, error
+        self.where, self._where_option = where or None, where_option
         self.vector, self._key = self._check(name)
+        if self.where:
+            self._check_where()
         self.raster = temporary_name(purpose)
         try:
             gs.run_command("v.to.rast", input=self.vector, layer=layer, type="area",
-                           use="cat", output=self.raster, quiet=True)
+                           use="cat", output=self.raster, quiet=True,
+                           **({"where": self.where} if self.where else {}))
         except BaseException:
             self.remove()
             raise
@@ -83,6 +93,21 @@ class RasterizedAreas:
                              "are: {}".format(vector, self.class_column, layer,
                                               ", ".join(columns)))
         return vector, link["key"]
+
+    def _check_where(self):
+        """Error unless the where condition selects at least one row of the table."""
+        process = gs.start_command("v.db.select", map=self.vector, layer=self.layer,
+                                   columns=self._key, where=self.where, format="json",
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        text, errors = process.communicate()
+        if process.returncode:
+            lines = gs.decode(errors).strip().splitlines()
+            raise self.error("{}=<{}> cannot select from vector map <{}> (layer {}): {}"
+                             .format(self._where_option, self.where, self.vector, self.layer,
+                                     lines[-1].strip() if lines else "v.db.select failed"))
+        if not json.loads(gs.decode(text))["records"]:
+            raise self.error("{}=<{}> selects no areas of vector map <{}> (layer {})".format(
+                self._where_option, self.where, self.vector, self.layer))
 
     def read(self, env, shape):
         """Categories (int32 ``shape`` = [rows, cols], 0 = no area) in env's window."""

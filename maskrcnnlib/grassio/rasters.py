@@ -85,7 +85,7 @@ def read_raster(name, env, shape, dtype=np.float32, null=0):
 
 
 def read_tile_rows(bands, tile_rows):
-    """Images of tiles, read one strip of region rows per row of tiles.
+    """Images of tiles, read one strip of region rows per list of tiles.
 
     Args:
         bands: raster map names, one per image band, in order.
@@ -96,8 +96,9 @@ def read_tile_rows(bands, tile_rows):
     Yields, per list of tiles, a list of ``(tile, image, valid)``: image float32
     ``[height, width, len(bands)]`` indexed ``[y=row - tile.row, x=col - tile.col,
     band]``; valid bool ``[height, width]``, False where any band is null (or
-    under the MASK). Null cells are 0 in image. One strip (the rows the list
-    spans, the full region width, all bands) is in memory at a time.
+    under the MASK). Null cells are 0 in image. One strip (the rows and columns
+    the list spans, all bands) is in memory at a time: a list of some tiles of a
+    row (see tile_pieces) reads only their columns.
 
     Raises:
         DetectionError: a band is missing, or a tile lies outside the region.
@@ -117,18 +118,76 @@ def read_tile_rows(bands, tile_rows):
                     tuple(tile), rows, cols))
         top = min(tile.row for tile in tiles)
         height = max(tile.row + tile.height for tile in tiles) - top
-        env = window_env(region, top, 0, height, cols)
-        image = np.empty((height, cols, len(names)), np.float32)
-        valid = np.ones((height, cols), bool)
+        left = min(tile.col for tile in tiles)
+        width = max(tile.col + tile.width for tile in tiles) - left
+        env = window_env(region, top, left, height, width)
+        image = np.empty((height, width, len(names)), np.float32)
+        valid = np.ones((height, width), bool)
         for index, name in enumerate(names):
-            band = read_raster(name, env, (height, cols), null="nan")
+            band = read_raster(name, env, (height, width), null="nan")
             null = np.isnan(band)
             valid &= ~null
             band[null] = 0.0
             image[:, :, index] = band
         yield [(tile,
                 image[tile.row - top:tile.row - top + tile.height,
-                      tile.col:tile.col + tile.width].copy(),
+                      tile.col - left:tile.col - left + tile.width].copy(),
                 valid[tile.row - top:tile.row - top + tile.height,
-                      tile.col:tile.col + tile.width].copy())
+                      tile.col - left:tile.col - left + tile.width].copy())
                for tile in tiles]
+
+
+def tile_bytes(tile, bands, pad_to=None):
+    """Bytes one tile of a row holds while it is detected: its part of the strip
+    (float32 bands and the valid mask), its own copy of both, and its zero-padded
+    copy (pad_to cells square; the tile's size when None)."""
+    cells = tile.height * tile.width
+    padded = (pad_to or max(tile.height, tile.width)) ** 2
+    return 2 * cells * (4 * bands + 1) + padded * 4 * bands
+
+
+def tile_pieces(tiles, bands, memory_bytes, pad_to=None):
+    """A row of tiles cut into runs of neighbouring tiles whose buffers (tile_bytes)
+    fit in memory_bytes together; each run holds at least one tile. memory_bytes
+    None: the whole row as one run."""
+    tiles = list(tiles)
+    if memory_bytes is None:
+        return [tiles] if tiles else []
+    pieces, piece, used = [], [], 0
+    for tile in tiles:
+        cost = tile_bytes(tile, bands, pad_to)
+        if piece and used + cost > memory_bytes:
+            pieces.append(piece)
+            piece, used = [], 0
+        piece.append(tile)
+        used += cost
+    if piece:
+        pieces.append(piece)
+    return pieces
+
+
+def group_rasters(group, subgroup=None, error=DatasetError):
+    """Full names of the raster maps of an imagery group (or of one of its subgroups),
+    in the group's order: the bands, band 1 first.
+
+    Raises ``error`` when the group or the subgroup does not exist or holds no
+    raster map.
+    """
+    found = gs.find_file(group, element="group")
+    if not found["fullname"]:
+        raise error("Imagery group <{}> not found".format(group))
+    group = found["fullname"]
+    if subgroup:
+        subgroups = gs.read_command("i.group", flags="sg", group=group, quiet=True).split()
+        if subgroup not in subgroups:
+            raise error("Imagery group <{}> has no subgroup <{}>{}".format(
+                group, subgroup, "; its subgroups: {}".format(", ".join(subgroups))
+                if subgroups else " (it has none)"))
+        names = gs.read_command("i.group", flags="g", group=group, subgroup=subgroup,
+                                quiet=True).split()
+    else:
+        names = gs.read_command("i.group", flags="g", group=group, quiet=True).split()
+    if not names:
+        raise error("Imagery group <{}>{} holds no raster maps".format(
+            group, " subgroup <{}>".format(subgroup) if subgroup else ""))
+    return names

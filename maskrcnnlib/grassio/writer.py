@@ -36,6 +36,8 @@ SMOOTHING_METHODS = ("douglas", "lang", "reduction", "reumann", "boyle", "slidin
                      "distance_weighting", "chaiken", "hermite", "snakes")
 # rows of the score raster built in memory at once: about this many cells
 STRIP_CELLS = 1 << 20
+# bytes a cell of such a strip holds: its id (int32), its score and the copy written out
+STRIP_BYTES_PER_CELL = 20
 # Vector names end up as SQL table names: keep them SQL-safe.
 _VECTOR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 # G_legal_filename: not starting with a dot, none of these characters
@@ -107,6 +109,9 @@ class InstanceWriter:
         instances, scores: raster maps to create (None: not made): the category,
             and the score, of the object claiming each cell; null elsewhere.
             They hold the claimed cells (the areas before smoothing).
+        memory_bytes: cap of the buffer the score raster is built in (row strips
+            of STRIP_BYTES_PER_CELL a cell, at most STRIP_CELLS cells); None: no
+            cap beyond STRIP_CELLS.
 
     Instances (duck typed: ``class_id``, ``score``, ``row0``, ``col0``,
     ``mask`` bool [h, w] with mask[y, x] = region cell (row0 + y, col0 + x))
@@ -140,7 +145,8 @@ class InstanceWriter:
 
     def __init__(self, output, classes, output_type=("area",), overwrite=False,
                  per_class=False, history=None, min_area=0.0, smoothing=None,
-                 smoothing_threshold=None, orthogonal=False, instances=None, scores=None):
+                 smoothing_threshold=None, orthogonal=False, instances=None, scores=None,
+                 memory_bytes=None):
         if isinstance(output_type, str):
             output_type = output_type.split(",")
         self.output_type = tuple(dict.fromkeys(output_type))
@@ -162,6 +168,8 @@ class InstanceWriter:
                 smoothing))
         self.smoothing, self.smoothing_threshold = smoothing or None, smoothing_threshold
         self.orthogonal = bool(orthogonal)
+        self._strip_cells = STRIP_CELLS if memory_bytes is None else max(
+            1, min(STRIP_CELLS, int(memory_bytes) // STRIP_BYTES_PER_CELL))
         region = gs.region()
         self._rows, self._cols = int(region["rows"]), int(region["cols"])
         self._nsres, self._ewres = float(region["nsres"]), float(region["ewres"])
@@ -433,7 +441,7 @@ class InstanceWriter:
         handle, path = tempfile.mkstemp(prefix="maskrcnn_", suffix=".bin")
         try:
             with os.fdopen(handle, "wb") as stream:
-                step = max(1, STRIP_CELLS // self._cols)
+                step = max(1, self._strip_cells // self._cols)
                 for top in range(0, self._rows, step):
                     stream.write(lookup[ids[top:top + step]].astype("=f8").tobytes())
             del ids
