@@ -59,6 +59,10 @@ class TrainJob:
     writes: bool = True  # False on a worker other than the chief (TF_CONFIG)
     normalization: dict = None  # set by make_config: how pixel values were normalized
     area: object = None  # set by load_data from GRASS maps: the windows.TrainingArea
+    # MB the training area's rasters may take in memory; larger ones are read from disk
+    # a window at a time (None: grassio.chips.AREA_MEMORY_MB)
+    memory: int = None
+    held: object = None  # set by split: the held-out cells (closed with the area)
 
 
 def prepare_logs(logs):
@@ -183,7 +187,8 @@ def load_data(job, message):
 
     From GRASS maps the dataset is a windows.GridChips over the training area
     (job.area keeps the area for split)."""
-    from maskrcnnlib.dataset.directory import DirectoryDataset, write_directory_dataset
+    from maskrcnnlib.dataset.directory import (DirectoryDataset, default_ids,
+                                               write_directory_dataset)
 
     if job.dataset_dir:
         if job.validation_map:
@@ -193,18 +198,24 @@ def load_data(job, message):
         return dataset, [], {"source": "directory", "path": os.path.abspath(job.dataset_dir),
                              "images": len(dataset)}
     from maskrcnnlib.dataset.windows import GridChips
-    from maskrcnnlib.grassio.chips import read_training_area
+    from maskrcnnlib.grassio.chips import AREA_MEMORY_MB, read_training_area
 
     job.area, summary = read_training_area(
         job.bands, job.training_map, job.class_column, job.classes, job.tile_size,
-        job.overlap, seed=job.seed)
+        job.overlap, seed=job.seed, memory=job.memory)
+    if not summary["area_in_memory"]:
+        message("The training area ({} x {} cells) is read from disk a window at a time "
+                "(it takes more than memory={} MB)".format(
+                    summary["region_rows"], summary["region_cols"], job.memory or
+                    AREA_MEMORY_MB))
     if not job.area.chosen:
         raise DatasetError("No training chips with objects in the current region")
     dataset = GridChips(job.area, job.area.chosen)
     if job.chips_directory and job.writes:
         write_directory_dataset(job.chips_directory, (dataset.load(i) for i in
                                                       range(len(dataset))),
-                                job.classes, overwrite=job.overwrite)
+                                job.classes, ids=default_ids(len(dataset)),
+                                overwrite=job.overwrite)
         message("Training chips written to {}".format(job.chips_directory))
     return dataset, list(job.bands), dict(summary, source="grass")
 
@@ -227,14 +238,13 @@ def split(job, dataset):
     if not (job.hold_out or job.validation_map):
         if job.sampling != "random":
             return dataset, None
-        everywhere = np.ones((max(1, area.rows - job.tile_size + 1),
-                              max(1, area.cols - job.tile_size + 1)), bool)
+        everywhere = windows.allowed_origins(None, area.rows, area.cols, job.tile_size)
         return windows.RandomWindows(area, everywhere, len(dataset)), None
     blocks = []
     if job.validation_map:
         from maskrcnnlib.grassio.chips import read_validation_areas
 
-        held = read_validation_areas(job.validation_map)
+        held = job.held = read_validation_areas(job.validation_map, streamed=area.streamed)
     else:
         has_objects = windows.grid_has_objects(area)
         chosen_blocks = windows.held_out_blocks(has_objects.shape, has_objects, seed=job.seed)
@@ -433,6 +443,14 @@ def run_train_job(job, message=print, percent=lambda *a: None):
     if job.writes:
         prepare_logs(job.logs)
         doomed = earlier_run(job)
+    try:
+        return prepared_run(job, doomed, message, percent)
+    finally:
+        close_area(job)
+
+
+def prepared_run(job, doomed, message, percent):
+    """run_train_job once the logs are checked: data, settings, training."""
     dataset, band_names, summary = load_data(job, message)
     use_pretrained(job, message, percent)
     config = make_config(job, dataset, band_names)
@@ -462,3 +480,11 @@ def run_train_job(job, message=print, percent=lambda *a: None):
                      patience=job.patience, percent=percent)
     finally:
         write_windows(job, training)
+
+
+def close_area(job):
+    """Let go of the training area (and the held-out cells): their files on disk go."""
+    for cells in (job.held, job.area):
+        if cells is not None:
+            cells.close()
+    job.held = job.area = None

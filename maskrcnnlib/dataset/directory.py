@@ -361,8 +361,9 @@ def _clear_layout(path):
 def write_directory_dataset(path, samples, classes, ids=None, overwrite=False):
     """Write samples in the original layout; returns the list of image ids written.
 
-    samples: iterable of (image [H, W(, bands)], masks [H, W, N], class_ids [N]).
-    classes: class names (ids 1..K). ids: one folder name per sample; None gives
+    samples: iterable of (image [H, W(, bands)], masks [H, W, N], class_ids [N]); with
+    ids and no len() (a generator), read and written one at a time, so memory holds one
+    sample. classes: class names (ids 1..K). ids: one folder name per sample; None gives
     default_ids (as ArrayDataset's). Images: PNG when 1 or 3 bands of uint8, else
     TIFF (dtype kept). Masks: 8-bit PNG, 255 = object, numbered 1.. per class.
     Samples without instances are skipped: the layout needs a mask per image.
@@ -371,10 +372,15 @@ def write_directory_dataset(path, samples, classes, ids=None, overwrite=False):
     """
     classes = _check_classes(classes)
     path = os.fspath(path)
-    samples = list(samples)
+    if ids is None or hasattr(samples, "__len__"):
+        samples = list(samples)
+        count = len(samples)
+    else:
+        count = None  # an iterator of samples, read one at a time: len(ids) of them
     ids = [str(i) for i in ids] if ids is not None else default_ids(len(samples))
-    if len(ids) != len(samples) or len(set(ids)) != len(ids):
-        raise DatasetError("ids must name each of the {} samples once".format(len(samples)))
+    if (count is not None and len(ids) != count) or len(set(ids)) != len(ids):
+        raise DatasetError("ids must name each of the {} samples once".format(
+            len(ids) if count is None else count))
     for image_id in ids:
         if not image_id or image_id.startswith(".") or os.sep in image_id or "/" in image_id:
             raise DatasetError("'{}' cannot be an image folder name".format(image_id))
@@ -389,8 +395,9 @@ def write_directory_dataset(path, samples, classes, ids=None, overwrite=False):
             _clear_layout(path)
         from PIL import Image
 
-        written = []
+        written, seen = [], 0
         for image_id, sample in zip(ids, samples):
+            seen += 1
             image, masks, class_ids = _checked_sample(sample, image_id, classes)
             if not len(class_ids):
                 continue
@@ -404,6 +411,8 @@ def write_directory_dataset(path, samples, classes, ids=None, overwrite=False):
                 name = "{}-{}-{}.png".format(image_id, classes[class_id - 1], numbers[class_id])
                 Image.fromarray(masks[:, :, i].astype(np.uint8) * 255).save(
                     os.path.join(folder, name))
+        if seen < len(ids):
+            raise DatasetError("{} ids for {} samples".format(len(ids), seen))
     except OSError as error:
         raise DatasetError("Cannot write the dataset to {}: {}".format(path, error)) from error
     return written

@@ -1,8 +1,10 @@
-"""Training windows cut from one training area held in memory: grid chips, random windows,
-and the cells held out for validation.
+"""Training windows cut from one training area: grid chips, random windows, and the
+cells held out for validation.
 
 Pure numpy; the GRASS side (maskrcnnlib.grassio.chips.read_training_area) reads the
-area. Cells are [row (y, south-down), col (x, east-right)] of the region; a window is
+area, into memory or onto disk (maskrcnnlib.dataset.cells): either way a window is read
+when it is loaded, and nothing here holds a whole-area array of more than one bit a cell.
+Cells are [row (y, south-down), col (x, east-right)] of the region; a window is
 (row, col) of its north-west cell and is tile_size x tile_size, padded with 0 / False
 beyond the region's edge (only when the region is smaller than a tile).
 
@@ -14,6 +16,7 @@ import math
 
 import numpy as np
 
+from maskrcnnlib.dataset.cells import AllowedOrigins, ArrayCells, FileCells, RectangleCells
 from maskrcnnlib.errors import DatasetError
 
 HELD_OUT_SHARE = 0.1
@@ -26,58 +29,66 @@ EMPTY_DRAWS = 20
 RECORDED_WINDOWS = 10000
 
 
-def integral(cells):
-    """Summed-area table [rows + 1, cols + 1] (int32, int64 for huge areas) of a 2-D array of 0/1 or counts."""
-    kind = np.int32 if cells.size < 2 ** 31 else np.int64  # counts never exceed the cells
-    table = np.zeros((cells.shape[0] + 1, cells.shape[1] + 1), kind)
-    np.cumsum(np.cumsum(cells, 0, dtype=kind), 1, out=table[1:, 1:])
-    return table
-
-
-def window_sum(table, row, col, height, width):
-    """Sum of the cells [row, row + height) x [col, col + width) from an integral table."""
-    bottom, right = row + height, col + width
-    return int(table[bottom, right] - table[row, right] - table[bottom, col] + table[row, col])
-
-
 class TrainingArea:
     """The image and objects of a training area, and the chip grid over it.
 
-    image: float32 [rows, cols, bands]; ids: int32 [rows, cols] instance ids (0: none);
-    class_of: {instance id: class id 1..K}; origins: [(row, col)] of the grid chips,
-    row-major; chip_ids: per grid chip, the sorted instance ids it keeps (those with at
-    least min_cells cells in it); chosen: indices of the grid chips kept for training
-    (with objects, plus some without); geography: a gs.region()-like dict (n, w,
-    nsres, ewres) for map coordinates, or None.
+    image: the bands, float32 [rows, cols, bands]; ids: instance ids, int32 [rows, cols]
+    (0: none); each an array (held in memory) or a cell source (maskrcnnlib.dataset.cells:
+    FileCells leaves them on disk and reads a window at a time). class_of: {instance id:
+    class id 1..K}; origins: [(row, col)] of the grid chips, row-major; chip_ids: per
+    grid chip, the sorted instance ids it keeps (those with at least min_cells cells in
+    it); chosen: indices of the grid chips kept for training (with objects, plus some
+    without); geography: a gs.region()-like dict (n, w, nsres, ewres) for map
+    coordinates, or None. close() lets go of the cells (and of `cleanup`, a callable
+    that removes what the area's files were written to).
     """
 
     def __init__(self, image, ids, class_of, tile_size, origins, chip_ids, chosen,
-                 min_cells, geography=None):
-        self.image, self.ids, self.class_of = image, ids, class_of
+                 min_cells, geography=None, cleanup=None):
+        self.image_cells = image if hasattr(image, "read") else ArrayCells(image)
+        self.id_cells = ids if hasattr(ids, "read") else ArrayCells(ids)
+        self.class_of = class_of
         self.tile_size, self.origins, self.chip_ids = tile_size, list(origins), chip_ids
         self.chosen, self.min_cells, self.geography = list(chosen), min_cells, geography
-        self.rows, self.cols = ids.shape
-        self.labelled = integral(ids > 0)
+        self.rows, self.cols = self.id_cells.rows, self.id_cells.cols
+        self.bands = self.image_cells.read(0, 0, 1, 1).shape[2]
+        self.streamed = isinstance(self.id_cells, FileCells)
+        self.cleanup = cleanup
+
+    def close(self):
+        """Close the cell sources and remove their files (idempotent)."""
+        self.image_cells.close()
+        self.id_cells.close()
+        cleanup, self.cleanup = self.cleanup, None
+        if cleanup:
+            cleanup()
 
     def window_size(self, row, col):
         """(height, width) of the region's cells inside the window at (row, col)."""
         return min(self.tile_size, self.rows - row), min(self.tile_size, self.cols - col)
 
-    def instances_in(self, row, col):
-        """Sorted ids of the instances with at least min_cells cells in the window."""
-        height, width = self.window_size(row, col)
-        cells = self.ids[row:row + height, col:col + width]
+    def window_ids(self, row, col):
+        """Instance ids int32 [height, width] of the region's cells inside the window."""
+        return self.id_cells.read(row, col, *self.window_size(row, col))
+
+    def instances_of(self, cells):
+        """Sorted ids of the instances with at least min_cells cells among `cells`."""
         ids, counts = np.unique(cells[cells > 0], return_counts=True)
         return [int(cat) for cat in ids[counts >= self.min_cells]]
 
-    def window(self, row, col, ids=None):
+    def instances_in(self, row, col):
+        """Sorted ids of the instances with at least min_cells cells in the window."""
+        return self.instances_of(self.window_ids(row, col))
+
+    def window(self, row, col, ids=None, cells=None):
         """(image [T, T, bands] float32, masks [T, T, N] bool, class_ids [N] int32) of the
-        window at (row, col); ids: its instances (default: instances_in)."""
-        ids = self.instances_in(row, col) if ids is None else ids
+        window at (row, col); ids: its instances (default: instances_in); cells: its
+        window_ids when the caller has read them."""
+        cells = self.window_ids(row, col) if cells is None else cells
+        ids = self.instances_of(cells) if ids is None else ids
         size, (height, width) = self.tile_size, self.window_size(row, col)
-        image = np.zeros((size, size, self.image.shape[2]), np.float32)
-        image[:height, :width] = self.image[row:row + height, col:col + width]
-        cells = self.ids[row:row + height, col:col + width]
+        image = np.zeros((size, size, self.bands), np.float32)
+        image[:height, :width] = self.image_cells.read(row, col, height, width)
         masks = np.zeros((size, size, len(ids)), bool)
         for slot, cat in enumerate(ids):
             masks[:height, :width, slot] = cells == cat
@@ -118,9 +129,9 @@ class GridChips:
 class RandomWindows:
     """Windows at random positions of a TrainingArea, none containing a held cell.
 
-    allowed: bool [rows - T + 1, cols - T + 1] (at least [1, 1]): where a window's
-    north-west cell may be. passes: windows per pass (len). negatives_share: the chance
-    that a drawn window without objects is kept (see EMPTY_DRAWS).
+    allowed: a cells.AllowedOrigins: where a window's north-west cell may be. passes:
+    windows per pass (len). negatives_share: the chance that a drawn window without
+    objects is kept (see EMPTY_DRAWS).
     load_random(index, rng) draws a window with a numpy Generator (the training stream
     passes its own); load(index) draws one with a Generator seeded by index, for callers
     that need a fixed sample. The first RECORDED_WINDOWS draws are kept in `drawn` as
@@ -130,7 +141,7 @@ class RandomWindows:
     def __init__(self, area, allowed, passes, negatives_share=0.1):
         self.area, self.allowed, self.passes = area, allowed, max(1, int(passes))
         self.negatives_share = negatives_share
-        self.row_counts = allowed.sum(1)
+        self.row_counts = allowed.row_counts
         self.row_weights = self.row_counts / self.row_counts.sum()
         self.image_ids = ["random{:06d}".format(i + 1) for i in range(self.passes)]
         self.drawn = []
@@ -144,33 +155,31 @@ class RandomWindows:
     def draw_origin(self, rng):
         """(row, col) of an allowed window, uniform over the allowed positions."""
         row = int(rng.choice(len(self.row_counts), p=self.row_weights))
-        cols = np.flatnonzero(self.allowed[row])
+        cols = np.flatnonzero(self.allowed.row(row))
         return row, int(cols[rng.integers(len(cols))])
 
     def load_random(self, index, rng, record=True):
         area = self.area
         for _ in range(EMPTY_DRAWS):
             row, col = self.draw_origin(rng)
-            height, width = area.window_size(row, col)
-            ids = []
-            if window_sum(area.labelled, row, col, height, width) >= area.min_cells:
-                ids = area.instances_in(row, col)
+            cells = area.window_ids(row, col)
+            ids = area.instances_of(cells)
             if ids or rng.random() < self.negatives_share:
                 break
         if record and len(self.drawn) < RECORDED_WINDOWS:
             self.drawn.append((row, col))
-        return area.window(row, col, ids)
+        return area.window(row, col, ids, cells)
 
 
-def allowed_origins(held_table, rows, cols, tile_size):
-    """bool [max(1, rows - T + 1), max(1, cols - T + 1)]: windows that contain no held
-    cell; held_table: integral() of the held cells."""
-    height, width = min(tile_size, rows), min(tile_size, cols)
-    across, down = cols - width + 1, rows - height + 1
-    table = held_table
-    sums = (table[height:height + down, width:width + across] - table[:down, width:width + across]
-            - table[height:height + down, :across] + table[:down, :across])
-    return sums == 0
+def as_cells(held):
+    """A cell source of held cells: held itself, or an array wrapped."""
+    return held if hasattr(held, "read") else ArrayCells(np.asarray(held))
+
+
+def allowed_origins(held, rows, cols, tile_size):
+    """cells.AllowedOrigins: windows that contain no held cell; held: a bool array or a
+    cell source (non-zero: held), or None."""
+    return AllowedOrigins(None if held is None else as_cells(held), rows, cols, tile_size)
 
 
 def held_out_blocks(grid_shape, has_objects, share=HELD_OUT_SHARE, seed=None):
@@ -215,19 +224,20 @@ def held_out_blocks(grid_shape, has_objects, share=HELD_OUT_SHARE, seed=None):
 def split_area(area, held, sampling="grid", passes=None, negatives_share=0.1):
     """(training dataset, validation GridChips) of a TrainingArea and its held cells.
 
-    held: bool [rows, cols], the cells held out. Validation: the chosen grid chips wholly
-    inside held cells. Training: with sampling "grid", the chosen grid chips without a
-    held cell; with "random", RandomWindows over the windows without a held cell
-    (passes: windows per pass, default the number of grid training chips).
+    held: the cells held out, a bool [rows, cols] array or a cell source (non-zero:
+    held). Validation: the chosen grid chips wholly inside held cells. Training: with
+    sampling "grid", the chosen grid chips without a held cell; with "random",
+    RandomWindows over the windows without a held cell (passes: windows per pass,
+    default the number of grid training chips).
     Raises DatasetError naming what is missing (no validation chip, none with objects,
     no room or no objects left for training).
     """
-    table = integral(held)
+    held = as_cells(held)
     inside, outside = [], []
     for index in area.chosen:
         row, col = area.origins[index]
         height, width = area.window_size(row, col)
-        count = window_sum(table, row, col, height, width)
+        count = int(np.count_nonzero(held.read(row, col, height, width)))
         if count == height * width:
             inside.append(index)
         elif count == 0:
@@ -241,7 +251,7 @@ def split_area(area, held, sampling="grid", passes=None, negatives_share=0.1):
                            "nothing to validate on")
     validation = GridChips(area, inside)
     if sampling == "random":
-        allowed = allowed_origins(table, area.rows, area.cols, area.tile_size)
+        allowed = allowed_origins(held, area.rows, area.cols, area.tile_size)
         if not allowed.any():
             raise DatasetError("No window of {0} x {0} cells outside the held-out areas "
                                "is left for training".format(area.tile_size))
@@ -255,19 +265,17 @@ def split_area(area, held, sampling="grid", passes=None, negatives_share=0.1):
 
 
 def block_cells(area, blocks):
-    """(bool [rows, cols] held cells, [(row, col, height, width)] cell windows) of blocks
-    of the chip grid given as held_out_blocks returns them."""
+    """(cells.RectangleCells of the held cells, [(row, col, height, width)] cell windows)
+    of blocks of the chip grid given as held_out_blocks returns them."""
     row_starts = sorted({row for row, _ in area.origins})
     col_starts = sorted({col for _, col in area.origins})
-    held = np.zeros((area.rows, area.cols), bool)
     windows = []
     for first_row, first_col, tile_rows, tile_cols in blocks:
         top, left = row_starts[first_row], col_starts[first_col]
         bottom = min(area.rows, row_starts[first_row + tile_rows - 1] + area.tile_size)
         right = min(area.cols, col_starts[first_col + tile_cols - 1] + area.tile_size)
-        held[top:bottom, left:right] = True
         windows.append((top, left, bottom - top, right - left))
-    return held, windows
+    return RectangleCells(windows, area.rows, area.cols), windows
 
 
 def grid_has_objects(area):

@@ -350,3 +350,50 @@ def test_overlapping_polygons_share_no_cell(scene, grass_session, tmp_path, monk
         assert masks[..., 0].sum() == 400 and masks[..., 1].sum() == 100 - 25
     finally:
         gs.run_command("g.remove", flags="f", type="vector", name=name, quiet=True)
+
+
+def test_area_on_disk_gives_the_chips_and_windows_in_memory(scene, scene_region):
+    """memory=0 leaves the area's rasters on disk (read a window at a time): the same
+    chips, bit for bit, as the area read into memory; close() removes the files."""
+    from maskrcnnlib.dataset.windows import RandomWindows, allowed_origins
+    from maskrcnnlib.grassio.chips import read_training_area, read_validation_areas
+
+    areas = {}
+    for memory in (None, 0):
+        areas[memory] = read_training_area(scene["bands"], scene["areas"], "class",
+                                           ["building", "tree"], TILE, OVERLAP,
+                                           negatives_share=0.5, seed=2, memory=memory)
+    (memory, summary), (disk, disk_summary) = areas[None], areas[0]
+    try:
+        assert summary["area_in_memory"] and not disk_summary["area_in_memory"]
+        assert not memory.streamed and disk.streamed
+        files = disk.id_cells.paths + disk.image_cells.paths
+        assert len(files) == 4 and all(os.path.isfile(path) for path in files)
+        assert {k: v for k, v in summary.items() if k != "area_in_memory"} == \
+            {k: v for k, v in disk_summary.items() if k != "area_in_memory"}
+        assert disk.chosen == memory.chosen and disk.chip_ids == memory.chip_ids
+        for index in range(len(memory.origins)):
+            for ours, theirs in zip(memory.chip(index), disk.chip(index)):
+                assert ours.dtype == theirs.dtype
+                np.testing.assert_array_equal(ours, theirs)
+        draws = []
+        for area in (memory, disk):
+            windows = RandomWindows(area, allowed_origins(None, ROWS, COLS, TILE), 10)
+            rng = np.random.default_rng(5)
+            draws.append([windows.load_random(i, rng) for i in range(12)])
+        for ours, theirs in zip(*draws):
+            for first, second in zip(ours, theirs):
+                np.testing.assert_array_equal(first, second)
+        held = read_validation_areas(scene["notable"])
+        held_on_disk = read_validation_areas(scene["notable"], streamed=True)
+        np.testing.assert_array_equal(held.read(0, 0, ROWS, COLS) != 0,
+                                      held_on_disk.read(0, 0, ROWS, COLS) != 0)
+        assert (held.read(0, 0, ROWS, COLS) != 0).sum() == 64  # 8 x 8 cells
+        held_file = held_on_disk.cells.paths[0]
+        held_on_disk.close()
+        assert not os.path.exists(held_file)
+    finally:
+        memory.close()
+        disk.close()
+    assert not any(os.path.exists(path) for path in files)
+    assert not os.path.exists(os.path.dirname(files[0]))

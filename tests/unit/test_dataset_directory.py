@@ -184,3 +184,27 @@ def test_array_dataset_interface_and_checks():
         ArrayDataset([(image, masks, [1])])
     with pytest.raises(DatasetError, match="do not fit"):
         ArrayDataset([(image, masks[:4], [1, 1])])
+
+
+def test_write_from_a_generator_reads_one_sample_at_a_time(tmp_path):
+    """With ids, samples from a generator are written as they come (the training chips of
+    a large area are never all in memory); fewer samples than ids is an error."""
+    alive = []
+
+    def chips(count):
+        for index in range(count):
+            masks = np.zeros((8, 8, 1), bool)
+            masks[2:5, 2:6] = True
+            alive.append(index)
+            yield np.full((8, 8, 3), index, np.uint8), masks, np.array([1], np.int32)
+            # the writer asks for the next sample only once this one is on disk
+            assert os.path.isfile(tmp_path / "out" / "c{}".format(index) /
+                                  "c{}-{}-1.png".format(index, CLASSES[0]))
+
+    ids = ["c{}".format(i) for i in range(3)]
+    assert write_directory_dataset(tmp_path / "out", chips(3), CLASSES, ids=ids) == ids
+    assert alive == [0, 1, 2]
+    loaded = DirectoryDataset(tmp_path / "out", CLASSES)
+    assert [int(loaded.load(i)[0][0, 0, 0]) for i in range(3)] == [0, 1, 2]
+    with pytest.raises(DatasetError, match="4 ids for 3 samples"):
+        write_directory_dataset(tmp_path / "again", chips(3), CLASSES, ids=ids + ["c3"])

@@ -30,6 +30,8 @@ def make_area(rows=400, cols=520, objects=60, seed=0):
 
 
 def held_cells_in(held, row, col):
+    if hasattr(held, "read"):
+        held = held.read(0, 0, held.rows, held.cols)
     return int(held[row:row + TILE, col:col + TILE].sum())
 
 
@@ -40,6 +42,7 @@ def test_held_out_blocks_keep_training_chips_off_their_cells(seed):
     blocks = windows.held_out_blocks(found.shape, found, seed=seed)
     held, extents = windows.block_cells(area, blocks)
     training, validation = windows.split_area(area, held, "grid")
+    held = held.read(0, 0, area.rows, area.cols)
     for index in training.indices:
         assert held_cells_in(held, *area.origins[index]) == 0
     for index in validation.indices:
@@ -93,9 +96,10 @@ def test_random_windows_avoid_held_cells_and_differ():
     assert with_objects > 0.8 * len(samples)  # empty windows mostly redrawn
     image, masks, class_ids = samples[0]
     row, col = training.drawn[0]
-    np.testing.assert_array_equal(image, area.image[row:row + TILE, col:col + TILE])
+    np.testing.assert_array_equal(image, area.image_cells.array[row:row + TILE,
+                                                                col:col + TILE])
     for slot, class_id in enumerate(class_ids):
-        cells = area.ids[row:row + TILE, col:col + TILE][masks[:, :, slot]]
+        cells = area.id_cells.array[row:row + TILE, col:col + TILE][masks[:, :, slot]]
         assert len(np.unique(cells)) == 1 and area.class_of[int(cells[0])] == class_id
     for index in validation.indices:
         assert held_cells_in(held, *area.origins[index]) == TILE * TILE
