@@ -61,10 +61,39 @@
 # % guisection: Input
 # %end
 
+# %option G_OPT_I_GROUP
+# % key: group
+# % label: Imagery group whose raster maps are the bands, in the group's order
+# % description: Instead of input: the model card records the group's rasters as the band order
+# % required: no
+# % guisection: Input
+# %end
+
+# %option G_OPT_I_SUBGROUP
+# % key: subgroup
+# % label: Subgroup of the group whose raster maps are the bands, in its order
+# % required: no
+# % guisection: Input
+# %end
+
 # %option G_OPT_V_INPUT
 # % key: training_map
 # % label: Vector map with training areas (one area per object)
 # % required: no
+# % guisection: Input
+# %end
+
+# %option G_OPT_V_FIELD
+# % key: layer
+# % label: Layer of training_map holding the areas' categories and attributes
+# % answer: 1
+# % guisection: Input
+# %end
+
+# %option G_OPT_DB_WHERE
+# % key: where
+# % label: WHERE condition selecting the training areas of training_map (SQL, without WHERE)
+# % description: For example: class IN ('building', 'shed') AND checked = 1
 # % guisection: Input
 # %end
 
@@ -131,8 +160,8 @@
 # % key: classes
 # % type: string
 # % label: Names of classes
-# % description: The order defines the class ids (1, 2, ...)
-# % required: yes
+# % description: The order defines the class ids (1, 2, ...). Empty: the class_column values of the training areas in the region (from a directory: the classes in the mask file names), sorted; going on from a checkpoint: its classes
+# % required: no
 # % multiple: yes
 # % guisection: Input
 # %end
@@ -241,6 +270,16 @@
 # % guisection: Training
 # %end
 
+# %option G_OPT_M_NPROCS
+# % key: nprocs
+# % type: integer
+# % label: Number of CPU threads of TensorFlow
+# % description: 0: as many as the machine has cores. The arithmetic of each step runs on nprocs threads, at most 2 steps at once
+# % options: 0-
+# % answer: 0
+# % guisection: Training
+# %end
+
 # %option
 # % key: images_min_dim
 # % type: integer
@@ -331,12 +370,15 @@
 # %end
 
 # %rules
-# % required: training_dataset, input
-# % exclusive: training_dataset, input
+# % required: training_dataset, input, group
+# % exclusive: training_dataset, input, group
 # % requires_all: input, training_map, class_column
-# % requires: training_map, input
-# % requires: chips_directory, input
-# % requires: validation_map, input
+# % requires_all: group, training_map, class_column
+# % requires: training_map, input, group
+# % requires: subgroup, group
+# % requires: where, training_map
+# % requires: chips_directory, input, group
+# % requires: validation_map, input, group
 # % requires: -e, model
 # %end
 
@@ -374,10 +416,20 @@ def check_options(options, flags):
             and options["model"] not in ("coco", "imagenet"):
         gs.fatal(_("Initial weights file <{}> does not exist (give an .h5 file, or coco or "
                    "imagenet)").format(options["model"]))
-    classes = [name.strip() for name in options["classes"].split(",")]
-    if any(not name for name in classes):
+    band_inputs = [key for key in ("training_dataset", "input", "group") if options[key]]
+    if len(band_inputs) != 1:
+        gs.fatal(_("Give the training data one way: training_dataset=, input= or group= "
+                   "(with subgroup=) (given: {})").format(", ".join(band_inputs) or _("none")))
+    if options["subgroup"] and not options["group"]:
+        gs.fatal(_("subgroup= needs group="))
+    if options["group"] and not gs.find_file(options["group"], element="group")["fullname"]:
+        gs.fatal(_("Imagery group <{}> not found").format(options["group"]))
+    # no classes=: from the data (see the classes option)
+    classes = [name.strip() for name in options["classes"].split(",")] \
+        if options["classes"] else None
+    if classes and any(not name for name in classes):
         gs.fatal(_("Empty class name in classes=<{}>").format(options["classes"]))
-    if len(set(classes)) != len(classes):
+    if classes and len(set(classes)) != len(classes):
         gs.fatal(_("Two or more classes have the same name: {}").format(options["classes"]))
     if int(options["patience"]) and not (flags["s"] or options["validation_map"]):
         gs.fatal(_("patience needs -s or validation_map: a held-out validation set to judge "
@@ -398,15 +450,29 @@ def check_options(options, flags):
     return classes
 
 
+def band_list(options):
+    """The band rasters: input=, or the group's (subgroup's) rasters in its order."""
+    if options["group"]:
+        from maskrcnnlib.grassio.rasters import group_rasters
+
+        bands = group_rasters(options["group"], options["subgroup"] or None)
+        gs.message(_("Bands of {}<{}>: {}").format(
+            _("subgroup <{}> of group ").format(options["subgroup"]) if options["subgroup"]
+            else _("group "), options["group"], ",".join(bands)))
+        return bands
+    return options["input"].split(",") if options["input"] else None
+
+
 def make_job(options, flags, classes):
     from maskrcnnlib.train_job import TrainJob
 
     return TrainJob(
         classes=classes, logs=options["logs"], name=options["name"],
         dataset_dir=options["training_dataset"] or None,
-        bands=options["input"].split(",") if options["input"] else None,
+        bands=band_list(options),
         training_map=options["training_map"] or None,
         class_column=options["class_column"] or None,
+        layer=options["layer"] or "1", where=options["where"] or None,
         tile_size=int(options["tile_size"]), overlap=int(options["overlap"]),
         chips_directory=options["chips_directory"] or None,
         initial_weights=options["model"] or None, exclude_heads=flags["e"],
@@ -427,7 +493,7 @@ def make_job(options, flags, classes):
         keep=int(options["keep"]), patience=int(options["patience"]),
         augment=[kind for kind in options["augment"].split(",") if kind != "none"] or False,
         anchor_scales=int_list(options["anchor_scales"]) or None,
-        overwrite=gs.overwrite())
+        overwrite=gs.overwrite(), nprocs=int(options["nprocs"]))
 
 
 def main(options, flags):

@@ -16,7 +16,9 @@ TRAIN_OPTIONS = {
     # rules require one of the two
     "training_dataset": ("string", "no", "no", None),
     "model": ("string", "no", "no", None),
-    "classes": ("string", "yes", "yes", None),
+    # required in 2018; issue 18 takes them from the class column, the mask file names
+    # or the checkpoint when not given
+    "classes": ("string", "no", "yes", None),
     "logs": ("string", "yes", "no", None),
     "name": ("string", "yes", "no", None),
     "epochs": ("integer", "no", "no", "200"),
@@ -116,9 +118,9 @@ def train_args(tmp_path):
     ({"epochs": "0"}, "<0> out of range for parameter <epochs>"),
     ({"steps_per_epoch": "-5"}, "<-5> out of range for parameter <steps_per_epoch>"),
     ({"images_per_gpu": "two"}, "Invalid value <two> for parameter <images_per_gpu>"),
-    ({"classes": None}, "Required parameter <classes> not set"),
+    ({"subgroup": "rgb"}, "Option <subgroup> requires <group>"),
     ({"name": None}, "Required parameter <name> not set"),
-    ({"training_dataset": None}, "<training_dataset> and <input>"),
+    ({"training_dataset": None}, "<training_dataset>, <input> and <group>"),
     ({"input": "red", "training_map": "areas"},
      "<input> requires all of <training_map> and <class_column>"),
     ({"tile_size": "128", "overlap": "64"}, "less than half of tile_size (128)"),
@@ -168,8 +170,10 @@ def model_file(tmp_path):
 @pytest.mark.parametrize("change,message", [
     ({"output_type": "line"}, "<line> out of range for parameter <output_type>"),
     ({"model": None}, "Required parameter <model> not set"),
-    ({"band1": None}, "<input>, <band1> and <images_directory>"),
-    ({"input": "red"}, "<input>, <band1> and <images_directory> are mutually exclusive"),
+    ({"band1": None}, "<input>, <band1>, <images_directory> and <group>"),
+    ({"input": "red"},
+     "<input>, <band1>, <images_directory> and <group> are mutually exclusive"),
+    ({"subgroup": "rgb"}, "Option <subgroup> requires <group>"),
     ({"tile_size": "128", "overlap": "64"}, "less than half of tile_size (128)"),
     ({"band3": None}, "<band1> requires all of <band2> and <band3>"),
     ({"band1": "red,red"}, "must list the same number of raster maps (got 2, 1 and 1)"),
