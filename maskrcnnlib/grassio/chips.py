@@ -83,7 +83,7 @@ def read_training_chips(bands, training_map, class_column, classes, tile_size, o
         (areas/categories found in the region), masks_per_class (masks in the
         kept chips: a cut instance counts once per chip), region_rows,
         region_cols, nsres, ewres, bands (full names), training_map,
-        class_column, tile_size, overlap, min_instance_cells.
+        class_column, layer, where, tile_size, overlap, min_instance_cells.
 
     Raises:
         ConfigError: bad tile_size or overlap.
@@ -107,10 +107,12 @@ def area_bytes(rows, cols, bands):
 
 def read_training_area(bands, training_map, class_column, classes, tile_size, overlap,
                        negatives_share=0.1, seed=None, layer=1,
-                       min_instance_cells=MIN_INSTANCE_CELLS, memory=AREA_MEMORY_MB):
+                       min_instance_cells=MIN_INSTANCE_CELLS, where=None,
+                       memory=AREA_MEMORY_MB):
     """The training area of the current region and its chip grid, in memory or on disk.
 
-    Arguments, raised errors and the summary as read_training_chips; memory: megabytes
+    Arguments, raised errors and the summary as read_training_chips; where: an SQL
+    condition selecting the areas of training_map (RasterizedAreas); memory: megabytes
     the area's rasters may take in memory (None: AREA_MEMORY_MB). Returns (area,
     summary): area a maskrcnnlib.dataset.windows.TrainingArea over the bands (float32)
     and the rasterized instances (int32) of the whole region, read a window at a time;
@@ -134,7 +136,8 @@ def read_training_area(bands, training_map, class_column, classes, tile_size, ov
     folder = gs.tempdir()
     area = None
     try:
-        with RasterizedAreas(training_map, class_column, layer, purpose="instances") as areas:
+        with RasterizedAreas(training_map, class_column, layer, purpose="instances",
+                             where=where) as areas:
             region = gs.region()
             rows, cols = int(region["rows"]), int(region["cols"])
             grid = tile_grid(rows, cols, tile_size, overlap)
@@ -167,8 +170,8 @@ def read_training_area(bands, training_map, class_column, classes, tile_size, ov
                        class_of)
     summary.update(bands=band_names, training_map=areas.vector, class_column=class_column,
                    tile_size=int(tile_size), overlap=int(overlap),
-                   min_instance_cells=int(min_instance_cells),
-                   area_in_memory=bool(in_memory))
+                   min_instance_cells=int(min_instance_cells), layer=str(layer),
+                   where=where or None, area_in_memory=bool(in_memory))
     return area, summary
 
 
