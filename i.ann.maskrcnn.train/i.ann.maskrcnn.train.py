@@ -280,6 +280,15 @@
 # % guisection: Training
 # %end
 
+# %option G_OPT_MEMORYMB
+# % key: memory
+# % type: integer
+# % label: Memory for the training area's rasters (MB)
+# % description: A region whose bands and objects take more is read from disk a window at a time (same chips, same training)
+# % options: 1-
+# % guisection: Training
+# %end
+
 # %option
 # % key: images_min_dim
 # % type: integer
@@ -493,7 +502,8 @@ def make_job(options, flags, classes):
         keep=int(options["keep"]), patience=int(options["patience"]),
         augment=[kind for kind in options["augment"].split(",") if kind != "none"] or False,
         anchor_scales=int_list(options["anchor_scales"]) or None,
-        overwrite=gs.overwrite(), nprocs=int(options["nprocs"]))
+        overwrite=gs.overwrite(), nprocs=int(options["nprocs"]),
+        memory=int(options["memory"]))
 
 
 def main(options, flags):

@@ -19,13 +19,15 @@ from maskrcnnlib.modelcard import config_for_weights, read_card
 
 @dataclass
 class TrainJob:
-    classes: list
+    classes: list  # None: from the class column (GRASS maps) or the mask names (directory)
     logs: str
     name: str
     dataset_dir: str = None  # the directory layout, or:
     bands: list = None  # raster maps (one per band) with
     training_map: str = None  # vector areas and
     class_column: str = None  # their class names
+    layer: str = "1"  # training_map's layer
+    where: str = None  # SQL condition selecting its training areas
     tile_size: int = 256
     overlap: int = 32
     chips_directory: str = None
@@ -56,6 +58,7 @@ class TrainJob:
     keep: int = 5  # epoch checkpoints kept (the last ones); 0: all
     patience: int = 0  # epochs without a better validation mask mAP before stopping; 0: never
     overwrite: bool = False  # --overwrite: chips_directory may be replaced
+    nprocs: int = 0  # TensorFlow's CPU threads (maskrcnnlib.threads); 0: all cores
     writes: bool = True  # False on a worker other than the chief (TF_CONFIG)
     normalization: dict = None  # set by make_config: how pixel values were normalized
     area: object = None  # set by load_data from GRASS maps: the windows.TrainingArea
@@ -190,10 +193,22 @@ def load_data(job, message):
     from maskrcnnlib.dataset.directory import (DirectoryDataset, default_ids,
                                                write_directory_dataset)
 
+    card = read_card(job.initial_weights) if job.classes is None and job.initial_weights \
+        and not job.exclude_heads else None
+    if card:  # going on from one of our checkpoints: its classes, in its order
+        job.classes = list(card["classes"])
+        message("Classes from the model card of {} (ids 1..{} in this order): {}".format(
+            job.initial_weights, len(job.classes), ",".join(job.classes)))
     if job.dataset_dir:
         if job.validation_map:
             raise DatasetError("validation_map needs training from GRASS maps (input=); "
                                "a directory dataset holds out whole images with -s")
+        if job.classes is None:
+            from maskrcnnlib.dataset.directory import classes_in_directory
+
+            job.classes = classes_in_directory(job.dataset_dir)
+            message("Classes from the mask file names of {} (ids 1..{} in this order): {}"
+                    .format(job.dataset_dir, len(job.classes), ",".join(job.classes)))
         dataset = DirectoryDataset(job.dataset_dir, job.classes)
         return dataset, [], {"source": "directory", "path": os.path.abspath(job.dataset_dir),
                              "images": len(dataset)}
@@ -202,12 +217,16 @@ def load_data(job, message):
 
     job.area, summary = read_training_area(
         job.bands, job.training_map, job.class_column, job.classes, job.tile_size,
-        job.overlap, seed=job.seed, memory=job.memory)
+        job.overlap, seed=job.seed, layer=job.layer, where=job.where, memory=job.memory)
     if not summary["area_in_memory"]:
         message("The training area ({} x {} cells) is read from disk a window at a time "
                 "(it takes more than memory={} MB)".format(
                     summary["region_rows"], summary["region_cols"], job.memory or
                     AREA_MEMORY_MB))
+    if job.classes is None:
+        job.classes = list(summary["classes"])
+        message("Classes from column <{}> of <{}> (ids 1..{} in this order): {}".format(
+            job.class_column, job.training_map, len(job.classes), ",".join(job.classes)))
     if not job.area.chosen:
         raise DatasetError("No training chips with objects in the current region")
     dataset = GridChips(job.area, job.area.chosen)
@@ -438,6 +457,12 @@ def run_train_job(job, message=print, percent=lambda *a: None):
     """
     from maskrcnnlib.distribute import is_chief
 
+    from maskrcnnlib.threads import limit_threads
+
+    threads = limit_threads(job.nprocs)  # before TensorFlow runs anything
+    if threads:
+        message("nprocs={}: TensorFlow computes on {} threads, {} steps at once".format(
+            job.nprocs, *threads))
     job.writes = is_chief()
     doomed = []
     if job.writes:

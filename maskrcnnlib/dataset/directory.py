@@ -146,6 +146,23 @@ def _scan_folder(folder, image_id, classes):
     return os.path.join(folder, images[0]), sorted(masks)
 
 
+def classes_in_directory(path):
+    """The class names the mask file names of a dataset directory hold, sorted (by
+    number when all are integers): the class order when none is given."""
+    found = set()
+    for folder in sorted(e.name for e in os.scandir(path)
+                         if e.is_dir() and not e.name.startswith(".")):
+        for name in os.listdir(os.path.join(path, folder)):
+            stem, extension = os.path.splitext(name)
+            if stem.startswith(folder + "-") and extension.lower() in IMAGE_EXTENSIONS:
+                match = _INSTANCE.match(stem[len(folder) + 1:])
+                if match:
+                    found.add(match.group("cls"))
+    if found and all(name.lstrip("-").isdigit() for name in found):
+        return sorted(found, key=int)
+    return sorted(found)
+
+
 def _check_classes(classes):
     classes = [str(name) for name in classes or []]
     if not classes or not all(classes):

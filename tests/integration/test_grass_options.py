@@ -146,7 +146,7 @@ def test_train_from_a_subgroup_with_where_and_classes_from_the_column(run_module
                                                                       tmp_path):
     """group=/subgroup= give the bands in the subgroup's order (the card records them);
     where= selects the training areas and, without classes=, the class column's values
-    among them are the classes; nprocs=1 goes through."""
+    among them are the classes; nprocs=1 and memory= go through."""
     import grass.script as gs
 
     bands, areas = scene_maps
@@ -156,7 +156,7 @@ def test_train_from_a_subgroup_with_where_and_classes_from_the_column(run_module
     logs = tmp_path / "logs"
     options = dict(FAST, group="tr_all", subgroup="three", training_map=areas,
                    class_column="kind", where="kind = 'disk'", tile_size=64, overlap=16,
-                   logs=logs, epochs=1, nprocs=1, name="test")
+                   logs=logs, epochs=1, nprocs=1, memory=1, name="test")
     result = run_module(TRAIN, **options)
     assert result.returncode == 0, result.stderr
     text = said(result)
@@ -189,3 +189,20 @@ def test_train_from_a_directory_takes_the_classes_of_the_mask_names(run_module, 
         dataset, len(names), ",".join(names)) in said(result)
     card = json.loads((logs / "mask_rcnn_test_0001.json").read_text())
     assert card["classes"] == names
+
+
+def test_train_memory_default_is_the_librarys(addon):
+    """memory= of train has no answer in the header (TrainJob's None means the library's
+    default); GRASS's standard default must be that value."""
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    from maskrcnnlib.grassio.chips import AREA_MEMORY_MB
+
+    installed = str(addon["base"] / "scripts" / "i.ann.maskrcnn.train")
+    result = subprocess.run(["/usr/bin/python3", installed, "--interface-description"],
+                            env=addon["env"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    task = ET.fromstring(result.stdout)
+    memory = next(p for p in task.findall("parameter") if p.get("name") == "memory")
+    assert int(memory.findtext("default").strip()) == AREA_MEMORY_MB
