@@ -52,6 +52,15 @@ class BatchNorm(layers.BatchNormalization):
     epsilon and momentum keep the Keras defaults (1e-3, 0.99) like matterport.
 
     Input/output: any shape [..., channels].
+
+    Frozen, on [B, H, W, C] and the TensorFlow backend, it runs as one fused op
+    (FusedBatchNormV3 in inference mode, as tf.keras 2 ran matterport's, with
+    gamma and beta gradients from its fused gradient op) on the input's dtype:
+    Keras 3's version casts bfloat16 maps to float32 and back and makes several
+    passes over them, forward and backward (about a fifth of a bfloat16 training
+    step at ResNet-50 256 x 256 on a CPU; docs/benchmarks.md). The same formula,
+    (x - mean) / sqrt(var + epsilon) * gamma + beta, with statistics, gamma and
+    beta in float32.
     """
 
     def __init__(self, train_bn=None, **kwargs):
@@ -62,9 +71,24 @@ class BatchNorm(layers.BatchNormalization):
         self.train_bn = train_bn
 
     def call(self, inputs, training=None, mask=None):
+        if self.train_bn is False and mask is None and len(inputs.shape) == 4 \
+                and self.axis in (-1, 3) and self.scale and self.center \
+                and keras.backend.backend() == "tensorflow":
+            return self._frozen_fused(inputs)
         if self.train_bn is not None:
             training = self.train_bn
         return super().call(inputs, training=training, mask=mask)
+
+    def _frozen_fused(self, inputs):
+        import tensorflow as tf
+
+        def f32(variable):
+            return tf.cast(variable, tf.float32)
+
+        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            inputs, f32(self.gamma), f32(self.beta), mean=f32(self.moving_mean),
+            variance=f32(self.moving_variance), epsilon=self.epsilon, is_training=False)
+        return tf.cast(outputs, self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
