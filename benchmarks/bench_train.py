@@ -129,7 +129,8 @@ def start_workers(name, logdir, weights, torch_python):
               "warmup": ARGS.warmup, "input_batches": ARGS.input_batches}
     plan = [
         ("ours", ARGS.python, "worker_ours.py", [size, weights],
-         {"weights": weights, "deterministic": ARGS.deterministic}),
+         {"weights": weights, "deterministic": ARGS.deterministic,
+          "precision": ARGS.precision}),
         ("torchvision", torch_python, "worker_torch.py", [size, -1], {}),
         ("matterport", ARGS.matterport_python, "worker_matterport.py",
          [size, weights, os.path.abspath(ARGS.matterport_path)], {"weights": weights}),
@@ -156,7 +157,8 @@ def start_workers(name, logdir, weights, torch_python):
 
 def weights_note(setup):
     if setup.get("weights_loaded"):
-        return "; {} weight layers loaded".format(setup["weights_loaded"])
+        return "; {} weight layers loaded; precision {} ({})".format(
+            setup["weights_loaded"], setup["precision"], setup["policy"])
     if setup.get("weights_checked"):
         return "; {} weights checked equal to ours".format(setup["weights_checked"])
     return ""
@@ -229,8 +231,9 @@ def main():
     start, busy_start, own_start = time.time(), busy_cpu_seconds(), own_cpu_seconds()
     logdir = tempfile.mkdtemp(prefix="bench-train-")
     threads_line = ("{0} per engine (TF intra-op and inter-op {0}, torch {0} and interop "
-                    "{0}){1}".format(ARGS.threads, "; ours with TF op determinism"
-                                     if ARGS.deterministic else ""))
+                    "{0}){1}; ours' precision {2}".format(
+                        ARGS.threads, "; ours with TF op determinism"
+                        if ARGS.deterministic else "", ARGS.precision or "the default"))
     print("bench_train: {}; CPU: {}; {} rounds; load average {}; logs in {}".format(
         ", ".join(ARGS.configs), cpu_description(), ARGS.runs, load_average(), logdir),
         flush=True)
@@ -267,6 +270,9 @@ def parse_args():
                     help="batches of each engine's input preparation timed (8)")
     ap.add_argument("--deterministic", action="store_true",
                     help="ours with TF op determinism, as i.ann.maskrcnn.train with seed=")
+    ap.add_argument("--precision", choices=("auto", "float32", "mixed"), default=None,
+                    help="ours' precision (default: the module's, auto: bfloat16 on CPUs "
+                         "with AVX512_BF16 or AMX, float32 elsewhere)")
     ap.add_argument("--engines", default=",".join(ENGINES),
                     help="comma-separated engines; ours is always measured")
     ap.add_argument("--matterport-path", default="/tmp/mrcnn-tf2",

@@ -137,7 +137,8 @@ def _parity_weights(trainer, path):
 
 
 def train_setup(batch=common.TRAIN_BATCH, backbone="resnet50", anchor_scales=None,
-                weights=None, deterministic=False, warmup=2, input_batches=8):
+                weights=None, deterministic=False, warmup=2, input_batches=8,
+                precision=None):
     """Our training step as i.ann.maskrcnn.train runs it (maskrcnnlib/train.py): the
     trainer built and compiled in the CPU placement's strategy scope, all layers
     trainable, fit() over replica_datasets' pipeline. The batch is computed once by
@@ -145,12 +146,14 @@ def train_setup(batch=common.TRAIN_BATCH, backbone="resnet50", anchor_scales=Non
     pipeline, which is timed apart (input_s: seconds a batch, the mean of
     input_batches pulled in a row from the live pipeline, augmentation off).
     weights: the parity .h5 (written if missing), or None for Keras' seeded
-    initialisation. deterministic: TF op determinism, as the module with a seed."""
+    initialisation. deterministic: TF op determinism, as the module with a seed.
+    precision: config.precision (None: Config's default, the module's), resolved for
+    the CPU as the module does (model.training.build_trainer)."""
     from maskrcnnlib.dataset.augment import augmented_iterator
     from maskrcnnlib.dataset.directory import ArrayDataset
     from maskrcnnlib.dataset.pipeline import training_dataset
     from maskrcnnlib.distribute import training_placement
-    from maskrcnnlib.model.training import (MaskRCNNTrainer, compile_trainer,
+    from maskrcnnlib.model.training import (build_trainer, compile_trainer,
                                             set_trainable_stage)
     from maskrcnnlib.train import replica_datasets
 
@@ -160,10 +163,12 @@ def train_setup(batch=common.TRAIN_BATCH, backbone="resnet50", anchor_scales=Non
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     config = train_config(batch, backbone, anchor_scales)
+    if precision:
+        config.precision = precision
     data = ArrayDataset(common.train_scenes(SIZE, count=config.images_per_gpu))
     strategy = training_placement(config.gpu_count).strategy
     with strategy.scope():
-        trainer = MaskRCNNTrainer(config, seed=seed)
+        trainer = build_trainer(config, seed=seed, on_gpu=False)
     loaded = _parity_weights(trainer, weights) if weights else 0
     set_trainable_stage(trainer, "all")
     with strategy.scope():
@@ -191,7 +196,7 @@ def train_setup(batch=common.TRAIN_BATCH, backbone="resnet50", anchor_scales=Non
     next(live)
     input_s = sum(common.timed(lambda: next(live), input_batches)) / input_batches
     return {"setup_s": setup_s, "warmup_s": warm, "input_s": input_s,
-            "weights_loaded": loaded,
+            "weights_loaded": loaded, "precision": config.precision, "policy": trainer.precision_policy,
             "trainable_variables": len(trainer.trainable_variables),
             "gt_instances": [len(data.load(i)[2]) for i in range(len(data))],
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,

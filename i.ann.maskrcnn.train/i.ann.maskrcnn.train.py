@@ -243,9 +243,9 @@
 # % key: precision
 # % type: string
 # % label: Numeric precision of training
-# % description: mixed computes in float16 on GPUs (bfloat16 on the CPU) and keeps float32 weights: less memory, faster on recent GPUs
-# % options: float32,mixed
-# % answer: float32
+# % description: auto: bfloat16 on CPUs with native bfloat16 (AVX512_BF16, AMX), else float32; mixed: float16 on GPUs, bfloat16 on the CPU; weights stay float32
+# % options: auto,float32,mixed
+# % answer: auto
 # % guisection: Training
 # %end
 

@@ -31,7 +31,7 @@ from maskrcnnlib.errors import ConfigError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 RESIZE_MODES = ("square", "none", "pad64")
-PRECISIONS = ("float32", "mixed")
+PRECISIONS = ("auto", "float32", "mixed")
 LOSS_NAMES = (
     "rpn_class_loss",
     "rpn_bbox_loss",
@@ -78,7 +78,9 @@ class Config:
     images_per_gpu: int = 1  # per replica (GPU, or the CPU)
     gpu_count: int = 1  # GPUs per machine; 0: the CPU
     accumulation_steps: int = 1  # steps whose gradients are averaged per update
-    precision: str = "float32"  # or "mixed": float16 on GPUs, bfloat16 on CPUs
+    # "auto": bfloat16 on CPUs with native bfloat16 (AVX512_BF16, AMX), else float32;
+    # "mixed": float16 on GPUs, bfloat16 on CPUs; "float32" (model.training.compute_precision)
+    precision: str = "auto"
     epochs: int = 200
     steps_per_epoch: int = 3000
     validation_steps: int = 100

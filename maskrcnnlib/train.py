@@ -18,7 +18,7 @@ import tensorflow as tf
 from maskrcnnlib.dataset.augment import augmented_iterator
 from maskrcnnlib.dataset.pipeline import training_dataset
 from maskrcnnlib.errors import TrainingError
-from maskrcnnlib.model.training import LOSS_KEYS, MaskRCNNTrainer, compile_trainer, \
+from maskrcnnlib.model.training import LOSS_KEYS, build_trainer, compile_trainer, \
     set_trainable_stage
 from maskrcnnlib.modelcard import card_path, read_card, write_card
 from maskrcnnlib.model.weights import (HEAD_LAYERS, inspect_h5, load_weights_h5,
@@ -261,16 +261,11 @@ class _EpochReport(keras.callbacks.Callback):
 
 
 def _build_trainer(config, seed, placement):
-    """The training model; with precision "mixed" its layers compute in float16 on
-    GPUs (the loss is scaled) or bfloat16 on the CPU, and keep float32 weights."""
-    if config.precision != "mixed":
-        return MaskRCNNTrainer(config, seed=seed)
+    """The training model, in config.precision resolved for the placement
+    (model.training.compute_precision: "mixed" and "auto" keep float32 weights;
+    "mixed" on GPUs computes in float16 with loss scaling)."""
     on_gpu = any("gpu" in device.lower() for device in placement.devices)
-    keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
-    try:
-        return MaskRCNNTrainer(config, seed=seed)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    return build_trainer(config, seed=seed, on_gpu=on_gpu)
 
 
 def replica_datasets(strategy, data, config, seed, augment, shuffle=True):
@@ -312,6 +307,8 @@ def train(config, train_data, logs, name, placement, validation_data=None,
     strategy = placement.strategy
     with strategy.scope():
         trainer = _build_trainer(config, seed, placement)
+    compute_dtype = keras.mixed_precision.DTypePolicy(trainer.precision_policy).compute_dtype
+    message("Computing in {} ({})".format(compute_dtype, trainer.precision_reason))
     initial_epoch, from_weights, card = 0, bool(initial_weights), {}
     if initial_weights:
         card = read_card(initial_weights) or {}
@@ -330,7 +327,8 @@ def train(config, train_data, logs, name, placement, validation_data=None,
             message("Backbone weights from {} ({} layers); the feature pyramid, RPN and "
                     "heads start from random weights".format(initial_weights,
                                                              len(report.loaded)))
-    card_extra = dict(card_extra or {}, started_from_weights=from_weights)
+    card_extra = dict(card_extra or {}, started_from_weights=from_weights,
+                      compute_dtype=compute_dtype)
     plan = plan_stages(config.epochs, config.learning_rate, from_weights, initial_epoch)
     if not plan.stages:
         message("Nothing to train: {} already reached epoch {}".format(

@@ -79,7 +79,8 @@ def test_accumulation_and_device_options_through_the_module(run_module, tmp_path
     assert "Training on the CPU (gpu_count=0)" in result.stderr
     card = json.loads((logs / "mask_rcnn_accumulated_0001.json").read_text())
     assert card["config"]["accumulation_steps"] == 2
-    assert card["config"]["precision"] == "float32"
+    assert card["config"]["precision"] == "auto"  # the default: bfloat16 where the CPU has it
+    assert card["compute_dtype"] in ("float32", "bfloat16")
     # no GPU here: asking for two is a clear error, and nothing is written
     result = run_module(TRAIN, **FAST, classes=CLASSES, name="gpus",
                         training_dataset=dataset, logs=logs, epochs=1, gpu_count=2)
