@@ -24,7 +24,9 @@ statistics set from the scenes (worker_torch.calibrate_batch_norm).
 
 What one timed step is, for each engine (wall seconds):
 - ours: one step of trainer.fit() as i.ann.maskrcnn.train runs it
-  (maskrcnnlib.train): MaskRCNNTrainer built and compile_trainer'd in the CPU
+  (maskrcnnlib.train): the trainer built by model.training.build_trainer in the
+  module's precision (default auto: bfloat16 on a CPU with AVX512_BF16 or AMX,
+  float32 elsewhere; --precision float32 forces it) and compile_trainer'd in the CPU
   placement's strategy scope, set_trainable_stage "all", input through
   replica_datasets' pipeline (augmented_iterator + pipeline.training_dataset);
   timed by a callback from batch begin to batch end (Keras' train function: the
@@ -64,7 +66,7 @@ It takes about 5 minutes at --runs 5 on a quiet 2-core AMD EPYC with AVX-512 (2 
 them setting up and warming up the nine workers), 6 to 7 at --runs 11.
 
     python3 benchmarks/bench_train.py [--configs r50-256-b1,r50-512-b2,r18-128-b2]
-        [--runs 7] [--threads N] [--quick] [--deterministic]
+        [--runs 7] [--threads N] [--quick] [--deterministic] [--precision P]
         [--matterport-path /tmp/mrcnn-tf2] [--matterport-python /tmp/mpvenv/bin/python]
         [--torch-venv DIR] [--python PY] [--engines ours,torchvision,matterport]
 """

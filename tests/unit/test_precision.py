@@ -107,6 +107,8 @@ def test_bfloat16_training_reaches_the_accuracy_of_float32():
     scenes = [shapes_scene(rng) for _ in range(8)]
     _, _, single = _train("float32", scenes, seed=1, steps=STEPS)
     _, _, half = _train("mixed", scenes, seed=1, steps=STEPS)
+    print("mask AP50 / mAP after {} steps: float32 {:.3f} / {:.3f}, bfloat16 {:.3f} / {:.3f}"
+          .format(STEPS, single["AP50"], single["mAP"], half["AP50"], half["mAP"]))
     assert single["AP50"] >= 0.9, single
     assert half["AP50"] >= 0.9, (half, single)
     assert half["mAP"] >= single["mAP"] - 0.1, (half, single)
