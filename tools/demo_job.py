@@ -112,22 +112,27 @@ def main(work, png):
           .format(written - started, trained - written, time.monotonic() - trained))
 
 
-def draw(png, bands, found):
-    """The bands as RGB with the found objects' outlines (squares yellow, disks
-    white) in the current region, rendered to a PNG file without a monitor."""
+def draw(png, bands, found, outlines=None, pixels_per_cell=3):
+    """The bands as RGB with outlines of vector areas in the current region, rendered
+    to a PNG file without a monitor. outlines: [(vector map, SQL where or None,
+    colour)], drawn in that order; by default the found objects' outlines (squares
+    yellow, disks white). The bands get the grey255 colour table (0..255 as is)."""
+    if outlines is None:
+        outlines = [(found, "class = '{}'".format(kind), color)
+                    for kind, color in (("square", "yellow"), ("disk", "white"))]
     region = gs.region()
     env = dict(os.environ, GRASS_RENDER_IMMEDIATE="cairo", GRASS_RENDER_FILE=png,
-               GRASS_RENDER_WIDTH=str(3 * int(region["cols"])),
-               GRASS_RENDER_HEIGHT=str(3 * int(region["rows"])),  # 3 pixels a cell
+               GRASS_RENDER_WIDTH=str(round(pixels_per_cell * int(region["cols"]))),
+               GRASS_RENDER_HEIGHT=str(round(pixels_per_cell * int(region["rows"]))),
                GRASS_RENDER_TRUECOLOR="TRUE", GRASS_RENDER_FILE_READ="TRUE")
     if os.path.exists(png):
         os.remove(png)
     for band in bands:
         gs.run_command("r.colors", map=band, color="grey255", quiet=True)
     gs.run_command("d.rgb", red=bands[0], green=bands[1], blue=bands[2], env=env, quiet=True)
-    for kind, color in (("square", "yellow"), ("disk", "white")):
-        gs.run_command("d.vect", map=found, type="area", color=color, fill_color="none",
-                       width=2, where="class = '{}'".format(kind), env=env, quiet=True)
+    for vector, where, color in outlines:
+        gs.run_command("d.vect", map=vector, type="area", color=color, fill_color="none",
+                       width=2, where=where, env=env, quiet=True)
 
 
 if __name__ == "__main__":
