@@ -8,15 +8,15 @@ SUBDIRS = maskrcnnlib \
 
 include $(MODULE_TOPDIR)/include/Make/Dir.make
 
-# The suite page shows the detect module's figure: it goes wherever the page goes.
-FIGURE = i_ann_maskrcnn_detect_demo.png
+# The suite page shows the detect module's figures: they go wherever the page goes.
+FIGURES = i_ann_maskrcnn_detect_demo.png i_ann_maskrcnn_detect_realdata.png
 
-default: parsubdirs htmldir $(HTMLDIR)/$(FIGURE)
+default: parsubdirs htmldir $(patsubst %,$(HTMLDIR)/%,$(FIGURES))
 
-$(HTMLDIR)/$(FIGURE): i.ann.maskrcnn.detect/$(FIGURE) | $(HTMLDIR)
+$(patsubst %,$(HTMLDIR)/%,$(FIGURES)): $(HTMLDIR)/%: i.ann.maskrcnn.detect/% | $(HTMLDIR)
 	$(INSTALL_DATA) $< $@
 
 # the page as built into HTMLDIR (GRASS header and footer), not its source
 install: installsubdirs
 	$(INSTALL_DATA) $(HTMLDIR)/$(PGM).html $(INST_DIR)/docs/html/
-	$(INSTALL_DATA) $(HTMLDIR)/$(FIGURE) $(INST_DIR)/docs/html/
+	$(INSTALL_DATA) $(patsubst %,$(HTMLDIR)/%,$(FIGURES)) $(INST_DIR)/docs/html/
