@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""The dense part of our Mask R-CNN (backbone + FPN + RPN) on maintained CPU engines
+against the hand path: issue 20, item 1.
+
+For each backbone and square size (molded input [1, S, S, 3], the fixed-seed weights
+of tests/fixtures/parity_weights), one process per path, all alive at once, asked in
+turn round after round (order rotating) for one timed call each:
+
+  tf-plain     the dense part as a plain TensorFlow graph (no XLA)
+  tf-xla       the same compiled by XLA, direct convolutions
+  tf-winograd  what Detector runs on a CPU today (XLA + Winograd on kernels
+               transformed once; its per-call staleness check included)
+  openvino     OpenVINO's CPU plugin, float32, on the dense part converted from the
+               TensorFlow graph frozen to constants
+  onnxruntime  ONNX Runtime's CPU provider on the dense part exported by tf2onnx
+  detect       the whole Detector.detect() of the benchmark image, current path
+
+each with the same thread count. Printed per configuration: the table (start-up of
+a fresh process: from its start to its first result; the first and second calls;
+median and minimum of the timed calls; ratio of the medians to tf-winograd; peak
+RSS of the process), the largest differences of every path's outputs from the plain
+graph's, and the detections the current heads find on every engine's dense outputs
+against detect()'s own (boxes, classes, scores). The line "detect() with X's dense
+part (estimate)" is detect()'s median minus tf-winograd's plus X's: the heads stay
+in TensorFlow.
+
+Environments: the TensorFlow paths run in the project's venv (tools/setup.sh). The
+engines run in their own venv, ~/.cache/i.ann.maskrcnn/bench-engines, made by this
+script when missing: `python3 -m venv` of the system Python the project's venv was
+made from, `pip install ENGINE_PACKAGES`, and a .pth file naming the project venv's
+site-packages, so that the export step (TensorFlow, tf2onnx, OpenVINO's converter)
+sees TensorFlow and the project's packages, while the engine workers never import
+TensorFlow. The product never imports these engines.
+
+    python3 benchmarks/bench_engines.py [--backbones resnet50,resnet101]
+        [--sizes 512,1024] [--paths tf-plain,tf-xla,tf-winograd,openvino,onnxruntime,detect]
+        [--runs 5] [--threads 2] [--engines-venv DIR] [--workdir DIR]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_model import (Worker, alternate, busy_cpu_seconds, compare_detections,  # noqa: E402
+                         default_ours_python, load_average, venv_python)
+
+DEFAULT_ENGINES_VENV = os.path.join(os.path.expanduser("~"), ".cache", "i.ann.maskrcnn",
+                                    "bench-engines")
+# Checked on the 2-core EPYC machine (Python 3.11, TensorFlow 2.21, protobuf 7, numpy 2.4)
+ENGINE_PACKAGES = "openvino==2026.4.1 onnxruntime==1.32.0 onnx==1.23.2 tf2onnx==1.17.0"
+PATHS = ("tf-plain", "tf-xla", "tf-winograd", "openvino", "onnxruntime", "detect")
+ENGINE_PATHS = ("openvino", "onnxruntime")
+BASE = "tf-winograd"
+
+
+def ensure_engines_venv(venv, ours_python):
+    """The engines venv's python, made when missing (see the module docstring)."""
+    python = venv_python(venv)
+    probe = [python, "-c", "import openvino, onnxruntime, tf2onnx, tensorflow"]
+    if os.path.exists(python) and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    base = subprocess.run([ours_python, "-c", "import sys; print(sys._base_executable)"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run([ours_python, "-c", "import site; print(site.getsitepackages()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    print("making the engines venv {} ({}, seeing {})".format(venv, ENGINE_PACKAGES, site),
+          flush=True)
+    subprocess.run([base, "-m", "venv", venv], check=True)
+    subprocess.run([python, "-m", "pip", "install", "--quiet"] + ENGINE_PACKAGES.split(),
+                   check=True)
+    own_site = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    with open(os.path.join(own_site, "_maskrcnn_project_venv.pth"), "w") as f:
+        f.write(site + "\n")
+    subprocess.run(probe, check=True)
+    return python
+
+
+def lscpu_model():
+    """lscpu's model name and the vector extensions the CPU has."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return "unknown"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    extensions = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
+                              "amx_bf16", "amx_int8") if f in flags]
+    return "{} ({} cores listed; {})".format(fields.get("Model name", "?").strip(),
+                                             fields.get("CPU(s)", "?").strip(),
+                                             ", ".join(extensions) or "no AVX2")
+
+
+def process_cpu_seconds(pid):
+    """utime + stime of a live process (/proc/PID/stat), 0 when gone."""
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def output_differences(reference, path):
+    """Largest |difference| from the plain graph's outputs: (pyramid, rpn_class, rpn_bbox)."""
+    import numpy as np
+
+    with np.load(reference) as ref, np.load(path) as got:
+        diffs = [float(np.max(np.abs(ref[k].astype("float64") - got[k]))) for k in ref.files]
+    return max(diffs[:-2]), diffs[-2], diffs[-1]
+
+
+def run_configuration(backbone, size, args, ours_python, engines_python, workdir):
+    folder = os.path.join(workdir, "{}_{}".format(backbone, size))
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "settings.json"), "w") as f:
+        json.dump({"backbone": backbone, "size": size}, f)
+    print("\n=== {} at {}x{} ===".format(backbone, size, size), flush=True)
+    start = time.perf_counter()
+    with open(os.path.join(folder, "export.log"), "w") as log:
+        subprocess.run([engines_python, os.path.join(HERE, "worker_engines.py"),
+                        str(args.threads), "export", folder], stdout=log, stderr=log,
+                       check=True)
+    with open(os.path.join(folder, "export.json")) as f:
+        exported = json.load(f)
+    print("export in {:.1f}s (weights, reference outputs {}):".format(
+        time.perf_counter() - start, ", ".join(exported["outputs"])))
+    for name in ("onnx", "openvino", "openvino_onnx"):
+        item = exported.get(name)
+        if item:
+            print("  {:14s} {}".format(name, "converted in {:.1f}s".format(item["seconds"])
+                                       if item["ok"] else "FAILED: " + item["error"]))
+    paths = [p for p in args.paths if not (
+        (p == "onnxruntime" and not exported["onnx"]["ok"])
+        or (p == "openvino" and not exported["openvino"]["ok"]))]
+
+    workers, loads = [], {}
+    try:
+        for name in paths:  # one at a time: each start-up on a machine otherwise idle
+            python = engines_python if name in ENGINE_PATHS else ours_python
+            begun = time.perf_counter()
+            worker = Worker(name, python, "worker_engines.py", [name, folder],
+                            args.threads, folder)
+            workers.append(worker)
+            loads[name] = worker.request("load")
+            loads[name]["startup_s"] = time.perf_counter() - begun
+            print("{}: fresh process to first result {:.1f}s (first call {:.2f}s, second "
+                  "{:.2f}s), peak RSS {:.0f} MiB".format(
+                      name, loads[name]["startup_s"], loads[name]["first_s"],
+                      loads[name]["second_s"], loads[name]["peak_rss_mib"]), flush=True)
+
+        # parity: dense outputs against the plain graph's; detections of the current
+        # heads on each engine's dense outputs against detect()'s own
+        reference = os.path.join(folder, "reference.npz")
+        parity = {}
+        by_name = {w.name: w for w in workers}
+        for worker in workers:
+            if worker.name == "detect":
+                continue
+            saved = os.path.join(folder, "out_{}.npz".format(worker.name))
+            worker.request("outputs", path=saved)
+            parity[worker.name] = {"diffs": output_differences(reference, saved),
+                                   "saved": saved}
+        if "detect" in by_name:
+            own = by_name["detect"].request("outputs", path="")["detections"]
+            for name, item in parity.items():
+                theirs = by_name["detect"].request("heads_from", path=item["saved"])
+                item["detections"] = compare_detections(own, theirs)
+        print("largest |difference| from the plain graph's outputs (P2..P6, rpn_class, "
+              "rpn_bbox), and detect()'s heads on those outputs against detect():")
+        for name, item in parity.items():
+            print("  {:12s} {:.1e} {:.1e} {:.1e}   {}".format(
+                name, *item["diffs"], item.get("detections", "")))
+
+        before = {w.name: process_cpu_seconds(w.process.pid) for w in workers}
+        busy_start, wall_start = busy_cpu_seconds(), time.time()
+        samples, details = alternate(workers, "infer", args.runs)
+        busy_end = busy_cpu_seconds()
+        ours_cpu = sum(process_cpu_seconds(w.process.pid) - before[w.name] for w in workers)
+        others = None
+        if busy_start is not None and busy_end is not None:
+            others = max(0.0, busy_end - busy_start - ours_cpu) / (time.time() - wall_start)
+    finally:
+        for worker in workers:
+            worker.close()
+
+    medians = {name: statistics.median(v) for name, v in samples.items()}
+    base = medians.get(BASE)
+    print("\n{} at {}x{}, {} threads, {} timed calls each, alternating".format(
+        backbone, size, size, args.threads, args.runs))
+    header = "{:12s} {:>10s} {:>9s} {:>9s} {:>9s} {:>9s} {:>12s} {:>10s}".format(
+        "path", "start-up s", "1st s", "median s", "min s", "/" + BASE, "peak RSS MiB",
+        "RSS MiB")
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for name in paths:
+        ratio = medians[name] / base if base and name != "detect" else float("nan")
+        row = {"path": name, "startup_s": loads[name]["startup_s"],
+               "first_s": loads[name]["first_s"], "median_s": medians[name],
+               "min_s": min(samples[name]), "ratio": ratio,
+               "peak_rss_mib": details[name]["peak_rss_mib"],
+               "rss_mib": details[name]["rss_mib"]}
+        rows.append(row)
+        print("{path:12s} {startup_s:10.1f} {first_s:9.2f} {median_s:9.3f} {min_s:9.3f} "
+              "{ratio:9.3f} {peak_rss_mib:12.0f} {rss_mib:10.0f}".format(**row))
+    if base and "detect" in medians:
+        for name in ENGINE_PATHS + ("tf-xla", "tf-plain"):
+            if name in medians:
+                print("detect() with {}'s dense part (estimate): {:.3f} s, {:.3f} of "
+                      "detect()'s {:.3f} s".format(
+                          name, medians["detect"] - base + medians[name],
+                          (medians["detect"] - base + medians[name]) / medians["detect"],
+                          medians["detect"]))
+    if others is not None:
+        print("other processes took {:.0f}% of one CPU meanwhile (load average {})".format(
+            100 * others, load_average()))
+    return {"backbone": backbone, "size": size, "export": exported, "rows": rows,
+            "parity": {k: {"diffs": v["diffs"], "detections": v.get("detections")}
+                       for k, v in parity.items()},
+            "samples": samples, "others_cpu": others}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbones", default="resnet50,resnet101")
+    parser.add_argument("--sizes", default="512,1024")
+    parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--python", default=default_ours_python(),
+                        help="the project's Python (TensorFlow paths)")
+    parser.add_argument("--engines-venv", default=DEFAULT_ENGINES_VENV)
+    parser.add_argument("--workdir", default=None,
+                        help="keep the exported files there (default: a temporary "
+                             "folder, removed at the end; about 1 GB per configuration)")
+    parser.add_argument("--json", default=None, help="also write the figures there")
+    args = parser.parse_args()
+    args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    unknown = sorted(set(args.paths) - set(PATHS))
+    if unknown:
+        parser.error("unknown paths {}; known: {}".format(unknown, ", ".join(PATHS)))
+    engines_python = ensure_engines_venv(args.engines_venv, args.python)
+    print("CPU: {}".format(lscpu_model()))
+    print("threads {}, load average {}".format(args.threads, load_average()), flush=True)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-engines-")
+    results = []
+    try:
+        for backbone in args.backbones.split(","):
+            for size in (int(s) for s in args.sizes.split(",")):
+                results.append(run_configuration(backbone.strip(), size, args,
+                                                 args.python, engines_python, workdir))
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cpu": lscpu_model(), "threads": args.threads, "runs": args.runs,
+                       "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
