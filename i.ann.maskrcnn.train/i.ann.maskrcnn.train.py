@@ -261,6 +261,16 @@
 # %end
 
 # %option
+# % key: mask_size
+# % type: integer
+# % label: Side of the masks the mask head predicts for new models (cells of the box)
+# % description: 28 (the default, as the 2018 models and mask_rcnn_coco.h5) or 56 (finer outlines of large objects, more computation in the mask head); a resumed run keeps its model's
+# % options: 28,56
+# % answer: 28
+# % guisection: Training
+# %end
+
+# %option
 # % key: validation_steps
 # % type: integer
 # % label: Number of validation steps
@@ -495,6 +505,7 @@ def make_job(options, flags, classes):
         accumulation_steps=int(options["accumulation_steps"]),
         precision=options["precision"],
         mini_mask_size=int_list(options["mini_mask_size"]),
+        mask_size=int(options["mask_size"]),
         images_min_dim=int(options["images_min_dim"]),
         images_max_dim=int(options["images_max_dim"]), backbone=options["backbone"],
         learning_rate=float(options["learning_rate"]),

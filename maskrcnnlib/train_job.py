@@ -48,6 +48,8 @@ class TrainJob:
     accumulation_steps: int = Config.accumulation_steps
     precision: str = Config.precision
     mini_mask_size: list = field(default_factory=list)
+    # side of the mask head's output (MASK_SIZES) for a new model; a resumed one keeps its own
+    mask_size: int = 2 * Config.mask_pool_size
     images_min_dim: int = Config.image_min_dim
     images_max_dim: int = Config.image_max_dim
     backbone: str = Config.backbone
@@ -369,6 +371,20 @@ def expects_8_bit(card):
     return all(value == 1.0 for value in card["config"]["pixel_std"])  # older cards
 
 
+# sides of the mask head's output: 28 is matterport's (its files and mask_rcnn_coco.h5 were
+# trained with it), 56 pools 28 x 28 features per box for finer outlines of large objects
+MASK_SIZES = (28, 56)
+
+
+def mask_head_size(mask_size):
+    """(mask_pool_size, mask_shape) of a mask head whose masks are mask_size cells a side
+    (the head upsamples its pooled features once by 2); TrainingError for other sizes."""
+    if mask_size not in MASK_SIZES:
+        raise TrainingError("mask_size must be one of {}, got {!r}".format(
+            " or ".join(str(size) for size in MASK_SIZES), mask_size))
+    return mask_size // 2, [mask_size, mask_size]
+
+
 def make_config(job, dataset, band_names):
     """The validated Config of this run."""
     image = np.asarray(dataset.load(0)[0])
@@ -383,6 +399,7 @@ def make_config(job, dataset, band_names):
     if resumed:
         return config.validate()
     config.train_rois_per_image = job.rois_per_image
+    config.mask_pool_size, config.mask_shape = mask_head_size(job.mask_size)
     config.use_mini_mask = bool(job.mini_mask_size)
     if job.mini_mask_size:
         size = list(job.mini_mask_size)
