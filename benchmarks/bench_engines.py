@@ -14,15 +14,18 @@ turn round after round (order rotating) for one timed call each:
                TensorFlow graph frozen to constants
   onnxruntime  ONNX Runtime's CPU provider on the dense part exported by tf2onnx
   detect       the whole Detector.detect() of the benchmark image, current path
+  detect-openvino, detect-onnxruntime
+               detect() with that engine's dense part, the current heads in
+               TensorFlow (molding and unmolding as in Detector)
 
 each with the same thread count. Printed per configuration: the table (start-up of
 a fresh process: from its start to its first result; the first and second calls;
-median and minimum of the timed calls; ratio of the medians to tf-winograd; peak
-RSS of the process), the largest differences of every path's outputs from the plain
-graph's, and the detections the current heads find on every engine's dense outputs
-against detect()'s own (boxes, classes, scores). The line "detect() with X's dense
-part (estimate)" is detect()'s median minus tf-winograd's plus X's: the heads stay
-in TensorFlow.
+median and minimum of the timed calls; ratio of the medians to tf-winograd's, or
+to detect()'s for the detect paths; peak RSS of the process), the largest
+differences of every path's outputs from the plain graph's, and the detections the
+current heads find on every path's dense outputs, and the detect-* paths, against
+detect()'s own (boxes, classes, scores). The lines "detect() with X's dense part
+(estimate)" are detect()'s median minus tf-winograd's plus X's.
 
 Environments: the TensorFlow paths run in the project's venv (tools/setup.sh). The
 engines run in their own venv, ~/.cache/i.ann.maskrcnn/bench-engines, made by this
@@ -55,9 +58,17 @@ DEFAULT_ENGINES_VENV = os.path.join(os.path.expanduser("~"), ".cache", "i.ann.ma
                                     "bench-engines")
 # Checked on the 2-core EPYC machine (Python 3.11, TensorFlow 2.21, protobuf 7, numpy 2.4)
 ENGINE_PACKAGES = "openvino==2026.4.1 onnxruntime==1.32.0 onnx==1.23.2 tf2onnx==1.17.0"
-PATHS = ("tf-plain", "tf-xla", "tf-winograd", "openvino", "onnxruntime", "detect")
+PATHS = ("tf-plain", "tf-xla", "tf-winograd", "openvino", "onnxruntime", "detect",
+         "detect-openvino", "detect-onnxruntime")
 ENGINE_PATHS = ("openvino", "onnxruntime")
-BASE = "tf-winograd"
+BASE = "tf-winograd"  # the current path's dense part
+DETECT_BASE = "detect"  # the current path's whole detect()
+
+
+def engine_of(path):
+    """The maintained engine a path runs on, or None (TensorFlow only)."""
+    name = path[len("detect-"):] if path.startswith("detect-") else path
+    return name if name in ENGINE_PATHS else None
 
 
 def ensure_engines_venv(venv, ours_python):
@@ -137,14 +148,13 @@ def run_configuration(backbone, size, args, ours_python, engines_python, workdir
         if item:
             print("  {:14s} {}".format(name, "converted in {:.1f}s".format(item["seconds"])
                                        if item["ok"] else "FAILED: " + item["error"]))
-    paths = [p for p in args.paths if not (
-        (p == "onnxruntime" and not exported["onnx"]["ok"])
-        or (p == "openvino" and not exported["openvino"]["ok"]))]
+    converted = {"onnxruntime": exported["onnx"]["ok"], "openvino": exported["openvino"]["ok"]}
+    paths = [p for p in args.paths if converted.get(engine_of(p), True)]
 
     workers, loads = [], {}
     try:
         for name in paths:  # one at a time: each start-up on a machine otherwise idle
-            python = engines_python if name in ENGINE_PATHS else ours_python
+            python = engines_python if engine_of(name) else ours_python
             begun = time.perf_counter()
             worker = Worker(name, python, "worker_engines.py", [name, folder],
                             args.threads, folder)
@@ -162,7 +172,7 @@ def run_configuration(backbone, size, args, ours_python, engines_python, workdir
         parity = {}
         by_name = {w.name: w for w in workers}
         for worker in workers:
-            if worker.name == "detect":
+            if worker.name.startswith("detect"):
                 continue
             saved = os.path.join(folder, "out_{}.npz".format(worker.name))
             worker.request("outputs", path=saved)
@@ -173,11 +183,17 @@ def run_configuration(backbone, size, args, ours_python, engines_python, workdir
             for name, item in parity.items():
                 theirs = by_name["detect"].request("heads_from", path=item["saved"])
                 item["detections"] = compare_detections(own, theirs)
+            for worker in workers:
+                if worker.name.startswith("detect-"):
+                    theirs = worker.request("outputs", path="")["detections"]
+                    parity[worker.name] = {"diffs": (float("nan"),) * 3,
+                                           "detections": compare_detections(own, theirs)}
         print("largest |difference| from the plain graph's outputs (P2..P6, rpn_class, "
               "rpn_bbox), and detect()'s heads on those outputs against detect():")
         for name, item in parity.items():
-            print("  {:12s} {:.1e} {:.1e} {:.1e}   {}".format(
-                name, *item["diffs"], item.get("detections", "")))
+            diffs = ("{:.1e} {:.1e} {:.1e}".format(*item["diffs"])
+                     if not name.startswith("detect") else "(its own detections)  ")
+            print("  {:18s} {}   {}".format(name, diffs, item.get("detections", "")))
 
         before = {w.name: process_cpu_seconds(w.process.pid) for w in workers}
         busy_start, wall_start = busy_cpu_seconds(), time.time()
@@ -195,21 +211,22 @@ def run_configuration(backbone, size, args, ours_python, engines_python, workdir
     base = medians.get(BASE)
     print("\n{} at {}x{}, {} threads, {} timed calls each, alternating".format(
         backbone, size, size, args.threads, args.runs))
-    header = "{:12s} {:>10s} {:>9s} {:>9s} {:>9s} {:>9s} {:>12s} {:>10s}".format(
-        "path", "start-up s", "1st s", "median s", "min s", "/" + BASE, "peak RSS MiB",
+    header = "{:18s} {:>10s} {:>9s} {:>9s} {:>9s} {:>9s} {:>12s} {:>10s}".format(
+        "path", "start-up s", "1st s", "median s", "min s", "/current", "peak RSS MiB",
         "RSS MiB")
     print(header)
     print("-" * len(header))
     rows = []
     for name in paths:
-        ratio = medians[name] / base if base and name != "detect" else float("nan")
+        against = medians.get(DETECT_BASE if name.startswith("detect") else BASE)
+        ratio = medians[name] / against if against else float("nan")
         row = {"path": name, "startup_s": loads[name]["startup_s"],
                "first_s": loads[name]["first_s"], "median_s": medians[name],
                "min_s": min(samples[name]), "ratio": ratio,
                "peak_rss_mib": details[name]["peak_rss_mib"],
                "rss_mib": details[name]["rss_mib"]}
         rows.append(row)
-        print("{path:12s} {startup_s:10.1f} {first_s:9.2f} {median_s:9.3f} {min_s:9.3f} "
+        print("{path:18s} {startup_s:10.1f} {first_s:9.2f} {median_s:9.3f} {min_s:9.3f} "
               "{ratio:9.3f} {peak_rss_mib:12.0f} {rss_mib:10.0f}".format(**row))
     if base and "detect" in medians:
         for name in ENGINE_PATHS + ("tf-xla", "tf-plain"):

@@ -22,11 +22,15 @@ Roles:
                dense outputs another engine made (heads_from), for detection parity.
   openvino     the exported dense part on OpenVINO's CPU plugin, float32.
   onnxruntime  the exported dense part on ONNX Runtime's CPU provider.
+  detect-openvino, detect-onnxruntime
+               detect() with that engine's dense part and the current heads in
+               TensorFlow (imports both: the engines' venv sees TensorFlow).
 
 Every role answers "load" (builds, compiles, first call: the start-up of a fresh
 process, with the time since the process started), "infer" (timed calls) and
-"outputs" (saves its dense outputs to an .npz). The engine roles never import
-TensorFlow: their memory is the engine's own.
+"outputs" (saves its dense outputs to an .npz; the detect roles answer their
+detections). The roles openvino and onnxruntime never import TensorFlow: their
+memory is the engine's own.
 """
 import json
 import os
@@ -48,6 +52,7 @@ import numpy as np  # noqa: E402
 with open(os.path.join(WORKDIR, "settings.json")) as _f:
     SETTINGS = json.load(_f)
 STATE = {}
+ENGINES = ("openvino", "onnxruntime")
 
 
 def rss_mib():
@@ -234,10 +239,9 @@ def _openvino_runner():
         {"INFERENCE_NUM_THREADS": THREADS, "INFERENCE_PRECISION_HINT": "f32",
          "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
     request = compiled.create_infer_request()
-    molded = np.load(os.path.join(WORKDIR, "input.npy"))
     STATE["version"] = ov.__version__
 
-    def run():
+    def run(molded):
         request.infer({0: molded})
         return [np.array(request.get_output_tensor(i).data)
                 for i in range(len(compiled.outputs))]
@@ -254,10 +258,44 @@ def _onnxruntime_runner():
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(os.path.join(WORKDIR, "dense.onnx"), options,
                                    providers=["CPUExecutionProvider"])
-    molded = np.load(os.path.join(WORKDIR, "input.npy"))
     name = session.get_inputs()[0].name
     STATE["version"] = ort.__version__
-    return lambda: session.run(None, {name: molded})
+    return lambda molded: session.run(None, {name: molded})
+
+
+def _engine_runner(engine):
+    """() -> the engine's dense outputs of the benchmark's molded input."""
+    run = _openvino_runner() if engine == "openvino" else _onnxruntime_runner()
+    molded = np.load(os.path.join(WORKDIR, "input.npy"))
+    return lambda: run(molded)
+
+
+def _hybrid_runner(engine):
+    """detect() with the engine's dense part: molding, the engine, the current heads
+    (a plain TensorFlow graph, as in Detector), unmolding. Builds the whole Keras
+    model for its heads (the dense layers' weights are loaded there too, unused)."""
+    tf = _tensorflow()
+    from maskrcnnlib.model.maskrcnn import split_inference_model
+    from maskrcnnlib.model.molding import unmold_detections
+
+    run_dense = _openvino_runner() if engine == "openvino" else _onnxruntime_runner()
+    made = detector(compiled=False)
+    _, heads, sources = split_inference_model(made.model)
+    run_heads = tf.function(lambda inputs: heads(inputs, training=False),
+                            reduce_retracing=True)
+    image = common.bench_image(int(SETTINGS["size"]))
+
+    def run():
+        molded, metas, windows, anchors = made.mold([image])
+        dense = [tf.constant(v) for v in run_dense(molded)]
+        parts = {"dense": dense,
+                 "heads": list(run_heads(dense + [tf.constant(metas), tf.constant(anchors)]))}
+        detections, masks = [np.asarray(parts[p][i]) for p, i in sources[:2]]
+        boxes, class_ids, scores, full_masks = unmold_detections(
+            detections[0], masks[0], molded[0].shape, windows[0], image.shape)
+        return [{"rois": boxes, "class_ids": class_ids, "scores": scores,
+                 "masks": full_masks}]
+    return run
 
 
 # ---------------------------------------------------------------------- serve
@@ -266,10 +304,10 @@ def load():
     imported_s = time.time() - STARTED
     rss_before = rss_mib()
     start = time.perf_counter()
-    if ROLE == "openvino":
-        runner = _openvino_runner()
-    elif ROLE == "onnxruntime":
-        runner = _onnxruntime_runner()
+    if ROLE in ENGINES:
+        runner = _engine_runner(ROLE)
+    elif ROLE.startswith("detect-"):
+        runner = _hybrid_runner(ROLE[len("detect-"):])
     else:
         runner = _tf_runner()
     build_s = time.perf_counter() - start
@@ -290,7 +328,7 @@ def infer(n):
 def outputs(path):
     """Save this path's dense outputs (or, for detect, its detections) to `path`."""
     result = STATE["run"]()
-    if ROLE == "detect":
+    if ROLE.startswith("detect"):
         first = result[0]
         return {"detections": common.detections_summary(
             first["rois"], first["class_ids"], first["scores"])}
