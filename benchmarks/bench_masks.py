@@ -14,7 +14,9 @@ stage, and compared with the true objects:
             tile (a view of a seam object in a tile that cuts it is compared with the
             cut object);
   merged    the instances of the seam merger (tiling.SeamMerger, as the module merges),
-            against the whole objects of the region;
+            against the whole objects of the region, with each of its mask rules
+            (union: the union of an object's views; central: the view of the tile that
+            sees it whole, farthest from that tile's inner edges);
   vector    i.ann.maskrcnn.detect's own run: the vector map rasterized back (v.to.rast
             use=cat), against the whole objects (writer: the module's reference= figures,
             computed on its cells before vectorization).
@@ -260,7 +262,7 @@ def replay(weights, image, truth, grid, args):
     from maskrcnnlib.evaluate import ImageInstances, evaluate
     from maskrcnnlib.model.inference import Detector
     from maskrcnnlib.model.molding import _to_original_pixels, mini_masks, unmold_detections
-    from maskrcnnlib.tiling import SeamMerger, instances_from_tile
+    from maskrcnnlib.tiling import MASK_RULES, SeamMerger, instances_from_tile
 
     config = detection_config(DetectJob(model=weights, images=[], tile_size=args.tile_size,
                                         score_threshold=args.score_threshold))
@@ -268,8 +270,9 @@ def replay(weights, image, truth, grid, args):
     detector.load_weights(weights)
     side = config.mask_shape[0]
     shape = truth.ids.shape
-    merger = SeamMerger(grid, cross_class=True)
-    views, merged, predictions, references = [], [], [], []
+    mergers = {rule: SeamMerger(grid, cross_class=True, masks=rule) for rule in MASK_RULES}
+    merged = {rule: [] for rule in MASK_RULES}
+    views, predictions, references = [], [], []
     for row in grid:
         found = []
         for tile in row:
@@ -301,9 +304,11 @@ def replay(weights, image, truth, grid, args):
                                          tile_ids, present, truth, side, mini_masks))
             found += instances_from_tile(tile, masks, class_ids, scores,
                                          core_margin=args.overlap // 2, region_shape=shape)
-        merger.add_row(found)
-        merged += merger.pop_finished()
-    merged += merger.finish()
+        for rule, merger in mergers.items():
+            merger.add_row(found)
+            merged[rule] += merger.pop_finished()
+    for rule, merger in mergers.items():
+        merged[rule] += merger.finish()
     return views, merged, evaluate(predictions, references)
 
 
@@ -389,14 +394,14 @@ def measure(label, args, weights, bands, truth_map, classes, output):
     started = time.monotonic()
     views, merged, view_ap = replay(weights, image, truth, grid, args)
     replay_seconds = time.monotonic() - started
-    merged_iou, merged_ap = merged_figures(truth, merged)
+    merged = {rule: merged_figures(truth, instances) for rule, instances in merged.items()}
     module_seconds, report = detect_with_module(
         args, weights, bands, truth_map, output, os.path.join(args.work, output + ".json"))
     vector_iou, vector_ap = vector_figures(truth, output)
     result = {"label": label, "objects": {g: sum(truth.group[i] == g for i in classes)
                                           for g in GROUPS},
               "views": views, "view_ap": {k: view_ap[k] for k in ("AP50", "AP75", "mAP")},
-              "merged_iou": merged_iou, "merged_ap": merged_ap, "vector_iou": vector_iou,
+              "merged": merged, "vector_iou": vector_iou,
               "vector_ap": vector_ap, "group": truth.group,
               "writer_ap": {k: report[k] for k in ("AP50", "AP75", "mAP")},
               "seconds": {"replay": replay_seconds, "module": module_seconds}}
@@ -429,11 +434,12 @@ def print_result(result):
     print("\nobjects: mean IoU of those found at IoU >= 0.5 (how many); AP over all objects\n")
     print("| stage | inside objects | seam objects | AP50 | AP75 | mAP |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for stage, ious, ap in (("views (tiles as images)", None, result["view_ap"]),
-                            ("merged", result["merged_iou"], result["merged_ap"]),
-                            ("writer (module's reference=)", None, result["writer_ap"]),
-                            ("vector (rasterized back)", result["vector_iou"],
-                             result["vector_ap"])):
+    stages = [("views (tiles as images)", None, result["view_ap"])]
+    stages += [("merged: {}".format(rule), *figures)
+               for rule, figures in result["merged"].items()]
+    stages += [("writer (module's reference=)", None, result["writer_ap"]),
+               ("vector (rasterized back)", result["vector_iou"], result["vector_ap"])]
+    for stage, ious, ap in stages:
         cells = []
         for group in GROUPS:
             if ious is None:

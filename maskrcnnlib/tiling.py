@@ -68,6 +68,8 @@ import numpy as np
 from maskrcnnlib.errors import ConfigError
 
 MIN_TILE_SIZE = 64
+# how SeamMerger makes one mask of the views of one object
+MASK_RULES = ("union", "central")
 
 
 class Tile(NamedTuple):
@@ -301,9 +303,15 @@ class SeamMerger:
             shared area (one object seen whole by one tile and cut by the other's
             edge is often classified differently there); the group takes the
             class of its best-scoring view. Off: classes never mix.
+        masks: MASK_RULES: "union" (the union of the group's views) or "central"
+            (the view of the tile that sees the object whole and farthest from
+            that tile's inner edges; the union where no tile sees it whole). A
+            view cut by its tile's edge, or two whole views that disagree at the
+            outline, make the union larger than any view.
     """
 
-    def __init__(self, grid, iou_threshold=0.5, ios_threshold=0.8, cross_class=False):
+    def __init__(self, grid, iou_threshold=0.5, ios_threshold=0.8, cross_class=False,
+                 masks="union"):
         if not grid or not all(grid):
             raise ValueError("the tile grid must have at least one tile")
         for name, value in (("iou_threshold", iou_threshold), ("ios_threshold", ios_threshold)):
@@ -312,6 +320,10 @@ class SeamMerger:
         self._grid = grid
         self._iou, self._ios = float(iou_threshold), float(ios_threshold)
         self._cross_class = bool(cross_class)
+        if masks not in MASK_RULES:
+            raise ValueError("masks must be one of {}, got {!r}".format(MASK_RULES, masks))
+        self._central = masks == "central"
+        self._shape = (grid[-1][0].row_end, grid[0][-1].col_end)
         self._row_spans = [(row[0].row, row[0].row_end) for row in grid]
         self._col_spans = [(tile.col, tile.col_end) for tile in grid[0]]
         self._next_row = 0
@@ -409,7 +421,9 @@ class SeamMerger:
         for root in [root for root in self._members if is_finished(root)]:
             ids = self._members.pop(root)
             del self._last_row[root]
-            self._finished.append(_union_of([self._views[i] for i in ids]))
+            views = [self._views[i] for i in ids]
+            self._finished.append(_central_of(views, self._shape) if self._central
+                                  else _union_of(views))
             for i in ids:
                 del self._views[i]
                 del self._parent[i]
@@ -487,6 +501,31 @@ class SeamMerger:
         for i, j in zip(*np.nonzero(same & (intersections > 0))):
             if self._agree(intersections[i, j], count_a[i], count_b[j]):
                 self._union(ids_a[i], ids_b[j])
+
+
+def _inner_margin(view, shape):
+    """Cells between the view's box and the nearest edge of its tile that another tile
+    continues (the region's border is no such edge); 0 when the view touches one, that
+    is when the tile may have cut the object."""
+    tile, (rows, cols) = view.tile, shape
+    gaps = [view.row0 - tile.row if tile.row > 0 else np.inf,
+            view.col0 - tile.col if tile.col > 0 else np.inf,
+            tile.row_end - view.row1 if tile.row_end < rows else np.inf,
+            tile.col_end - view.col1 if tile.col_end < cols else np.inf]
+    return min(gaps)
+
+
+def _central_of(views, shape):
+    """One Instance: the mask of the view farthest inside its tile when that view is
+    whole (not touching an inner tile edge), else the union; highest score, class of
+    the best-scoring view."""
+    if len(views) == 1:
+        return _union_of(views)
+    central = max(views, key=lambda v: _inner_margin(v, shape))
+    if _inner_margin(central, shape) <= 0:
+        return _union_of(views)
+    best = max(views, key=lambda v: v.score)
+    return Instance(best.class_id, best.score, central.row0, central.col0, central.mask)
 
 
 def _union_of(views):

@@ -410,3 +410,70 @@ def test_cross_class_views_of_one_object_merge_to_the_best_class():
         assert sorted(i.class_id for i in out) == expected
         if cross_class:
             assert out[0].area == obj.sum() and isinstance(out[0], Instance)
+
+
+# ---------------------------------------------------------------- masks="central"
+
+
+def test_central_rule_takes_the_whole_view_not_the_union_with_a_cut_one():
+    """A 10 x 10 square across row 64, the lower edge of the upper tile (tile rows
+    0..63 and 36..99). The upper tile cuts it and spills 3 wrong rows at its edge
+    (rows 53..55); the lower tile sees it whole, 20 rows from its upper edge.
+    "union" keeps the spill, "central" gives the lower tile's view; both keep the
+    best score and the best-scoring view's class."""
+    grid = tile_grid(100, 64, 64, 16)
+    upper, lower = grid[0][0], grid[1][0]
+    truth = rect((100, 64), (56, 66), (10, 20))
+    spilled = truth | rect((100, 64), (53, 56), (10, 20))
+    views = [instances_from_tile(upper, spilled[0:64, :, None], [2], [0.95]),
+             instances_from_tile(lower, truth[36:100, :, None], [1], [0.8])]
+    union = merge_all(grid, views, cross_class=True)
+    central = merge_all(grid, views, cross_class=True, masks="central")
+    assert len(union) == len(central) == 1
+    assert np.array_equal(paste(union[0], (100, 64)), spilled)
+    assert np.array_equal(paste(central[0], (100, 64)), truth)
+    assert central[0].score == 0.95 and central[0].class_id == 2
+
+
+def test_central_rule_takes_the_view_farthest_from_inner_edges():
+    """Two whole views of one object in the 8-row band two tiles share (rows 16..23 of
+    tile rows 0..23 and 16..39): the object at rows 17..20 is 1 row from the lower
+    tile's upper edge and 3 from the upper tile's lower edge, so the upper view wins,
+    whichever scores higher."""
+    grid = tile_grid(40, 40, 24, 8, min_tile=8)
+    top, bottom = grid[0][0], grid[1][0]
+    lower_view = np.ones((4, 6), bool)
+    upper_view = lower_view.copy()
+    upper_view[0, 0] = False
+    views = [[Instance(1, 0.5, 17, 3, upper_view, top)],
+             [Instance(1, 0.9, 17, 3, lower_view, bottom)]]
+    merged = merge_all(grid, views, masks="central")
+    assert len(merged) == 1 and merged[0].score == 0.9
+    assert np.array_equal(merged[0].mask, upper_view)  # the union would be lower_view
+
+
+def test_central_rule_recovers_random_scenes_exactly():
+    """With views that are exact clips of the objects, the whole view and the union of
+    the cut ones both equal the object: "central" gives every object once, exactly."""
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        shape = tuple(int(v) for v in rng.integers(30, 70, size=2))
+        tile_size = int(rng.integers(12, 24))
+        overlap = int(rng.integers(1, (tile_size + 1) // 2))
+        grid = tile_grid(*shape, tile_size, overlap, min_tile=8)
+        taken = np.zeros(shape, bool)
+        objects = []
+        for _ in range(30):
+            center, size = rng.integers(0, shape), int(rng.integers(2, 9))
+            mask = disk(shape, center, size)
+            if mask.any() and not (mask & taken).any():
+                taken |= mask
+                objects.append((int(rng.integers(1, 3)), mask))
+        rows, scores = detect(grid, objects, tile_size, rng)
+        assert_one_instance_per_object(merge_all(grid, rows, masks="central"), objects,
+                                       shape, scores)
+
+
+def test_unknown_mask_rule_is_refused():
+    with pytest.raises(ValueError, match="masks"):
+        SeamMerger(tile_grid(40, 40, 24, 8, min_tile=8), masks="mean")
