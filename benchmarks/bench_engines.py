@@ -2,9 +2,10 @@
 """The dense part of our Mask R-CNN (backbone + FPN + RPN) on maintained CPU engines
 against the hand path: issue 20, item 1.
 
-For each backbone and square size (molded input [1, S, S, 3], the fixed-seed weights
-of tests/fixtures/parity_weights), one process per path, all alive at once, asked in
-turn round after round (order rotating) for one timed call each:
+For each square size and backbone (molded input [1, S, S, 3], the fixed-seed weights
+of tests/fixtures/parity_weights), one process per path, asked in turn round after
+round (order rotating) for one timed call each; the dense paths are measured as one
+group, then the detect paths as another (fewer processes alive at once):
 
   tf-plain     the dense part as a plain TensorFlow graph (no XLA)
   tf-xla       the same compiled by XLA, direct convolutions
@@ -128,6 +129,32 @@ def output_differences(reference, path):
     return max(diffs[:-2]), diffs[-2], diffs[-1]
 
 
+def check_parity(workers, folder, reference, parity):
+    """Fills parity[path]: a dense path's largest differences from the plain graph's
+    outputs (its outputs saved beside them); with the detect worker, the detections
+    of the current heads on every saved dense output and every detect-* path's own,
+    each against detect()'s."""
+    for worker in workers:
+        if not worker.name.startswith("detect"):
+            saved = os.path.join(folder, "out_{}.npz".format(worker.name))
+            worker.request("outputs", path=saved)
+            parity[worker.name] = {"diffs": output_differences(reference, saved),
+                                   "saved": saved}
+    current = [w for w in workers if w.name == DETECT_BASE]
+    if not current:
+        return
+    own = current[0].request("outputs", path="")["detections"]
+    for name, item in parity.items():
+        if "saved" in item:
+            theirs = current[0].request("heads_from", path=item["saved"])
+            item["detections"] = compare_detections(own, theirs)
+    for worker in workers:
+        if worker.name.startswith("detect-"):
+            theirs = worker.request("outputs", path="")["detections"]
+            parity[worker.name] = {"diffs": (float("nan"),) * 3,
+                                   "detections": compare_detections(own, theirs)}
+
+
 def run_configuration(backbone, size, args, ours_python, engines_python, workdir):
     folder = os.path.join(workdir, "{}_{}".format(backbone, size))
     os.makedirs(folder, exist_ok=True)
@@ -151,65 +178,53 @@ def run_configuration(backbone, size, args, ours_python, engines_python, workdir
     converted = {"onnxruntime": exported["onnx"]["ok"], "openvino": exported["openvino"]["ok"]}
     paths = [p for p in args.paths if converted.get(engine_of(p), True)]
 
-    workers, loads = [], {}
-    try:
-        for name in paths:  # one at a time: each start-up on a machine otherwise idle
-            python = engines_python if engine_of(name) else ours_python
-            begun = time.perf_counter()
-            worker = Worker(name, python, "worker_engines.py", [name, folder],
-                            args.threads, folder)
-            workers.append(worker)
-            loads[name] = worker.request("load")
-            loads[name]["startup_s"] = time.perf_counter() - begun
-            print("{}: fresh process to first result {:.1f}s (first call {:.2f}s, second "
-                  "{:.2f}s), peak RSS {:.0f} MiB".format(
-                      name, loads[name]["startup_s"], loads[name]["first_s"],
-                      loads[name]["second_s"], loads[name]["peak_rss_mib"]), flush=True)
-
-        # parity: dense outputs against the plain graph's; detections of the current
-        # heads on each engine's dense outputs against detect()'s own
-        reference = os.path.join(folder, "reference.npz")
-        parity = {}
-        by_name = {w.name: w for w in workers}
-        for worker in workers:
-            if worker.name.startswith("detect"):
-                continue
-            saved = os.path.join(folder, "out_{}.npz".format(worker.name))
-            worker.request("outputs", path=saved)
-            parity[worker.name] = {"diffs": output_differences(reference, saved),
-                                   "saved": saved}
-        if "detect" in by_name:
-            own = by_name["detect"].request("outputs", path="")["detections"]
-            for name, item in parity.items():
-                theirs = by_name["detect"].request("heads_from", path=item["saved"])
-                item["detections"] = compare_detections(own, theirs)
+    reference = os.path.join(folder, "reference.npz")
+    loads, parity, samples, details, others = {}, {}, {}, {}, []
+    # two groups one after the other, each alternating within itself: the dense
+    # paths, then the detect paths (fewer processes alive at once: memory)
+    groups = [[p for p in paths if not p.startswith("detect")],
+              [p for p in paths if p.startswith("detect")]]
+    for group in (g for g in groups if g):
+        workers = []
+        try:
+            for name in group:  # one at a time: each start-up alone
+                python = engines_python if engine_of(name) else ours_python
+                begun = time.perf_counter()
+                worker = Worker(name, python, "worker_engines.py", [name, folder],
+                                args.threads, folder)
+                workers.append(worker)
+                loads[name] = worker.request("load")
+                loads[name]["startup_s"] = time.perf_counter() - begun
+                print("{}: fresh process to first result {:.1f}s (first call {:.2f}s, "
+                      "second {:.2f}s), peak RSS {:.0f} MiB".format(
+                          name, loads[name]["startup_s"], loads[name]["first_s"],
+                          loads[name]["second_s"], loads[name]["peak_rss_mib"]), flush=True)
+            check_parity(workers, folder, reference, parity)
+            before = {w.name: process_cpu_seconds(w.process.pid) for w in workers}
+            busy_start, wall_start = busy_cpu_seconds(), time.time()
+            got, answers = alternate(workers, "infer", args.runs)
+            samples.update(got)
+            details.update(answers)
+            busy_end = busy_cpu_seconds()
+            ours_cpu = sum(process_cpu_seconds(w.process.pid) - before[w.name]
+                           for w in workers)
+            if busy_start is not None and busy_end is not None:
+                others.append(max(0.0, busy_end - busy_start - ours_cpu)
+                              / (time.time() - wall_start))
+        finally:
             for worker in workers:
-                if worker.name.startswith("detect-"):
-                    theirs = worker.request("outputs", path="")["detections"]
-                    parity[worker.name] = {"diffs": (float("nan"),) * 3,
-                                           "detections": compare_detections(own, theirs)}
-        print("largest |difference| from the plain graph's outputs (P2..P6, rpn_class, "
-              "rpn_bbox), and detect()'s heads on those outputs against detect():")
-        for name, item in parity.items():
-            diffs = ("{:.1e} {:.1e} {:.1e}".format(*item["diffs"])
-                     if not name.startswith("detect") else "(its own detections)  ")
-            print("  {:18s} {}   {}".format(name, diffs, item.get("detections", "")))
-
-        before = {w.name: process_cpu_seconds(w.process.pid) for w in workers}
-        busy_start, wall_start = busy_cpu_seconds(), time.time()
-        samples, details = alternate(workers, "infer", args.runs)
-        busy_end = busy_cpu_seconds()
-        ours_cpu = sum(process_cpu_seconds(w.process.pid) - before[w.name] for w in workers)
-        others = None
-        if busy_start is not None and busy_end is not None:
-            others = max(0.0, busy_end - busy_start - ours_cpu) / (time.time() - wall_start)
-    finally:
-        for worker in workers:
-            worker.close()
+                worker.close()
+    print("largest |difference| from the plain graph's outputs (P2..P6, rpn_class, "
+          "rpn_bbox), and detect()'s heads on those outputs against detect():")
+    for name, item in parity.items():
+        diffs = ("{:.1e} {:.1e} {:.1e}".format(*item["diffs"])
+                 if not name.startswith("detect") else "(its own detections)  ")
+        print("  {:18s} {}   {}".format(name, diffs, item.get("detections", "")))
 
     medians = {name: statistics.median(v) for name, v in samples.items()}
     base = medians.get(BASE)
-    print("\n{} at {}x{}, {} threads, {} timed calls each, alternating".format(
+    print("\n{} at {}x{}, {} threads, {} timed calls each, alternating within the dense "
+          "and the detect paths".format(
         backbone, size, size, args.threads, args.runs))
     header = "{:18s} {:>10s} {:>9s} {:>9s} {:>9s} {:>9s} {:>12s} {:>10s}".format(
         "path", "start-up s", "1st s", "median s", "min s", "/current", "peak RSS MiB",
@@ -236,12 +251,13 @@ def run_configuration(backbone, size, args, ours_python, engines_python, workdir
                           name, medians["detect"] - base + medians[name],
                           (medians["detect"] - base + medians[name]) / medians["detect"],
                           medians["detect"]))
-    if others is not None:
-        print("other processes took {:.0f}% of one CPU meanwhile (load average {})".format(
-            100 * others, load_average()))
+    if others:
+        print("other processes took {} of one CPU meanwhile (load average {})".format(
+            " and ".join("{:.0f}%".format(100 * v) for v in others), load_average()))
     return {"backbone": backbone, "size": size, "export": exported, "rows": rows,
             "parity": {k: {"diffs": v["diffs"], "detections": v.get("detections")}
                        for k, v in parity.items()},
+            "loads": loads,
             "samples": samples, "others_cpu": others}
 
 
@@ -270,17 +286,20 @@ def main():
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-engines-")
     results = []
     try:
-        for backbone in args.backbones.split(","):
-            for size in (int(s) for s in args.sizes.split(",")):
+        for size in (int(s) for s in args.sizes.split(",")):  # the small size first
+            for backbone in args.backbones.split(","):
                 results.append(run_configuration(backbone.strip(), size, args,
                                                  args.python, engines_python, workdir))
+                if args.json:  # after each configuration: a cut-short run keeps its figures
+                    with open(args.json, "w") as f:
+                        json.dump({"cpu": lscpu_model(), "threads": args.threads,
+                                   "runs": args.runs, "results": results}, f, indent=1)
+                if not args.workdir:
+                    shutil.rmtree(os.path.join(workdir, "{}_{}".format(
+                        backbone.strip(), size)), ignore_errors=True)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"cpu": lscpu_model(), "threads": args.threads, "runs": args.runs,
-                       "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":
