@@ -14,6 +14,8 @@ group, then the detect paths as another (fewer processes alive at once):
   openvino     OpenVINO's CPU plugin, float32, on the dense part converted from the
                TensorFlow graph frozen to constants
   onnxruntime  ONNX Runtime's CPU provider on the dense part exported by tf2onnx
+  openvino-bf16  (only when asked for) OpenVINO with bfloat16 inference where the
+               CPU has it: not for the product without the mask AP test of issue 20
   detect       the whole Detector.detect() of the benchmark image, current path
   detect-openvino, detect-onnxruntime
                detect() with that engine's dense part, the current heads in
@@ -61,6 +63,7 @@ DEFAULT_ENGINES_VENV = os.path.join(os.path.expanduser("~"), ".cache", "i.ann.ma
 ENGINE_PACKAGES = "openvino==2026.4.1 onnxruntime==1.32.0 onnx==1.23.2 tf2onnx==1.17.0"
 PATHS = ("tf-plain", "tf-xla", "tf-winograd", "openvino", "onnxruntime", "detect",
          "detect-openvino", "detect-onnxruntime")
+OPTIONAL_PATHS = ("openvino-bf16",)
 ENGINE_PATHS = ("openvino", "onnxruntime")
 BASE = "tf-winograd"  # the current path's dense part
 DETECT_BASE = "detect"  # the current path's whole detect()
@@ -69,6 +72,7 @@ DETECT_BASE = "detect"  # the current path's whole detect()
 def engine_of(path):
     """The maintained engine a path runs on, or None (TensorFlow only)."""
     name = path[len("detect-"):] if path.startswith("detect-") else path
+    name = name[:-len("-bf16")] if name.endswith("-bf16") else name
     return name if name in ENGINE_PATHS else None
 
 
@@ -244,7 +248,7 @@ def run_configuration(backbone, size, args, ours_python, engines_python, workdir
         print("{path:18s} {startup_s:10.1f} {first_s:9.2f} {median_s:9.3f} {min_s:9.3f} "
               "{ratio:9.3f} {peak_rss_mib:12.0f} {rss_mib:10.0f}".format(**row))
     if base and "detect" in medians:
-        for name in ENGINE_PATHS + ("tf-xla", "tf-plain"):
+        for name in ENGINE_PATHS + OPTIONAL_PATHS + ("tf-xla", "tf-plain"):
             if name in medians:
                 print("detect() with {}'s dense part (estimate): {:.3f} s, {:.3f} of "
                       "detect()'s {:.3f} s".format(
@@ -277,9 +281,10 @@ def main():
     parser.add_argument("--json", default=None, help="also write the figures there")
     args = parser.parse_args()
     args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    unknown = sorted(set(args.paths) - set(PATHS))
+    unknown = sorted(set(args.paths) - set(PATHS + OPTIONAL_PATHS))
     if unknown:
-        parser.error("unknown paths {}; known: {}".format(unknown, ", ".join(PATHS)))
+        parser.error("unknown paths {}; known: {}".format(
+            unknown, ", ".join(PATHS + OPTIONAL_PATHS)))
     engines_python = ensure_engines_venv(args.engines_venv, args.python)
     print("CPU: {}".format(lscpu_model()))
     print("threads {}, load average {}".format(args.threads, load_average()), flush=True)

@@ -22,6 +22,7 @@ Roles:
                dense outputs another engine made (heads_from), for detection parity.
   openvino     the exported dense part on OpenVINO's CPU plugin, float32.
   onnxruntime  the exported dense part on ONNX Runtime's CPU provider.
+  openvino-bf16  OpenVINO with bfloat16 inference (where the CPU has it).
   detect-openvino, detect-onnxruntime
                detect() with that engine's dense part and the current heads in
                TensorFlow (imports both: the engines' venv sees TensorFlow).
@@ -52,7 +53,7 @@ import numpy as np  # noqa: E402
 with open(os.path.join(WORKDIR, "settings.json")) as _f:
     SETTINGS = json.load(_f)
 STATE = {}
-ENGINES = ("openvino", "onnxruntime")
+ENGINES = ("openvino", "onnxruntime", "openvino-bf16")
 
 
 def rss_mib():
@@ -234,9 +235,11 @@ def _openvino_runner():
     import openvino as ov
 
     core = ov.Core()
+    STATE["precision"] = str(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     compiled = core.compile_model(
         os.path.join(WORKDIR, "openvino.xml"), "CPU",
-        {"INFERENCE_NUM_THREADS": THREADS, "INFERENCE_PRECISION_HINT": "f32",
+        {"INFERENCE_NUM_THREADS": THREADS,
+         "INFERENCE_PRECISION_HINT": "bf16" if ROLE.endswith("-bf16") else "f32",
          "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
     request = compiled.create_infer_request()
     STATE["version"] = ov.__version__
@@ -265,7 +268,7 @@ def _onnxruntime_runner():
 
 def _engine_runner(engine):
     """() -> the engine's dense outputs of the benchmark's molded input."""
-    run = _openvino_runner() if engine == "openvino" else _onnxruntime_runner()
+    run = _onnxruntime_runner() if engine == "onnxruntime" else _openvino_runner()
     molded = np.load(os.path.join(WORKDIR, "input.npy"))
     return lambda: run(molded)
 
@@ -317,7 +320,7 @@ def load():
     return {"since_start_s": time.time() - STARTED, "imports_s": imported_s,
             "build_s": build_s, "first_s": first_s, "second_s": second_s,
             "rss_start_mib": rss_before, "peak_rss_mib": peak_rss_mib(),
-            "version": STATE.get("version")}
+            "version": STATE.get("version"), "capabilities": STATE.get("precision")}
 
 
 def infer(n):
