@@ -305,6 +305,27 @@ def main():
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+    print_markdown(results)
+
+
+def print_markdown(results):
+    """All configurations' figures as one Markdown table (for docs/benchmarks.md)."""
+    print("\n| backbone, size | path | start-up s (fresh process) | 1st call s | median s "
+          "| min s | median / current | peak RSS MiB | parity |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for result in results:
+        for row in result["rows"]:
+            item = result["parity"].get(row["path"], {})
+            diffs = item.get("diffs")
+            parity = []
+            if diffs and not row["path"].startswith("detect"):
+                parity.append("max abs diff {:.0e}".format(max(diffs)))
+            if item.get("detections"):
+                parity.append(item["detections"])
+            print("| {} {} | {} | {:.1f} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {} |"
+                  .format(result["backbone"], result["size"], row["path"], row["startup_s"],
+                          row["first_s"], row["median_s"], row["min_s"], row["ratio"],
+                          row["peak_rss_mib"], "; ".join(parity).replace("|", "")))
 
 
 if __name__ == "__main__":
