@@ -109,9 +109,10 @@ def lscpu_model():
     flags = fields.get("Flags", "").split()
     extensions = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
                               "amx_bf16", "amx_int8") if f in flags]
-    return "{} ({} cores listed; {})".format(fields.get("Model name", "?").strip(),
-                                             fields.get("CPU(s)", "?").strip(),
-                                             ", ".join(extensions) or "no AVX2")
+    return "{} (family {}, model {}; {} CPUs listed; {})".format(
+        fields.get("Model name", "?").strip(), fields.get("CPU family", "?").strip(),
+        fields.get("Model", "?").strip(), fields.get("CPU(s)", "?").strip(),
+        ", ".join(extensions) or "no AVX2")
 
 
 def process_cpu_seconds(pid):
