@@ -17,6 +17,9 @@ stage, and compared with the true objects:
             against the whole objects of the region, with each of its mask rules
             (union: the union of an object's views; central: the view of the tile that
             sees it whole, farthest from that tile's inner edges);
+  flips     (--flips, in the replay only) each view's soft mask averaged with those of
+            the same object in the tile flipped west-east and north-south, before the
+            stages above: what test-time flips would give;
   vector    i.ann.maskrcnn.detect's own run: the vector map rasterized back (v.to.rast
             use=cat), against the whole objects (writer: the module's reference= figures,
             computed on its cells before vectorization).
@@ -255,13 +258,66 @@ def region_ap(truth, found, overlaps):
     return {k: figures[k] for k in ("AP50", "AP75", "mAP")}
 
 
+def soft_detections(detector, images):
+    """Per image: (boxes int [N, 4] tile pixels, class ids [N], scores [N], soft masks
+    float32 [H, W, N]: each probability map resized into its box, zero elsewhere (the
+    module's masks are these >= 0.5), rows of the network's output kept, m x m masks)."""
+    from maskrcnnlib.model.molding import _resize_mask, _to_original_pixels
+
+    outputs, molded, windows = detector.raw(images)
+    results = []
+    for index, image in enumerate(images):
+        detections, probabilities = outputs[0][index], outputs[1][index]
+        padding = detections[:, 4] == 0
+        count = int(np.argmax(padding)) if padding.any() else len(detections)
+        boxes = _to_original_pixels(detections[:count, :4], molded[index].shape,
+                                    windows[index], image.shape)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        kept = np.flatnonzero((area > 0) & (np.arange(count) < len(probabilities)))
+        class_ids = detections[kept, 4].astype(np.int32)
+        soft = np.zeros(image.shape[:2] + (len(kept),), np.float32)
+        for k, (row, class_id) in enumerate(zip(kept, class_ids)):
+            y1, x1, y2, x2 = boxes[row]
+            soft[y1:y2, x1:x2, k] = _resize_mask(
+                np.asarray(probabilities[row, :, :, class_id], np.float32), (y2 - y1, x2 - x1))
+        results.append((boxes[kept], class_ids, detections[kept, 5], soft,
+                        [probabilities[row, :, :, c] for row, c in zip(kept, class_ids)]))
+    return results
+
+
+def flip_averaged(detector, tile_image, plain):
+    """The plain detections' soft masks averaged with those of the same object (same
+    class, box IoU >= 0.5) found in the tile flipped west-east and north-south, flipped
+    back (test-time flips); bool masks [H, W, N]."""
+    boxes, class_ids, _, soft, _ = plain
+    total, count = soft.copy(), np.ones(len(boxes))
+    height, width = tile_image.shape[:2]
+    flipped = soft_detections(detector, [tile_image[:, ::-1], tile_image[::-1]])
+    for axis, (f_boxes, f_classes, _, f_soft, _) in zip((1, 0), flipped):
+        f_soft = np.flip(f_soft, axis)
+        f_boxes = f_boxes.copy()
+        if axis == 1:
+            f_boxes[:, [1, 3]] = width - f_boxes[:, [3, 1]]
+        else:
+            f_boxes[:, [0, 2]] = height - f_boxes[:, [2, 0]]
+        for k, (box, class_id) in enumerate(zip(boxes, class_ids)):
+            candidates = [(box_iou(box, other), j) for j, other in enumerate(f_boxes)
+                          if f_classes[j] == class_id]
+            best = max(candidates, default=(0, None))
+            if best[0] >= 0.5:
+                total[:, :, k] += f_soft[:, :, best[1]]
+                count[k] += 1
+    return total / count >= 0.5
+
+
 def replay(weights, image, truth, grid, args):
-    """Run the tiles through the network as the module does; (view records, merged
-    instances, AP of the views with each tile an image)."""
+    """Run the tiles through the network as the module does; (view records, {variant:
+    {mask rule: merged instances}}, {variant: AP of the views, each tile an image}).
+    Variants: "plain" (the module's masks) and, with args.flips, "flips"."""
     from maskrcnnlib.detect import DetectJob, detection_config
     from maskrcnnlib.evaluate import ImageInstances, evaluate
     from maskrcnnlib.model.inference import Detector
-    from maskrcnnlib.model.molding import _to_original_pixels, mini_masks, unmold_detections
+    from maskrcnnlib.model.molding import MASK_THRESHOLD, mini_masks
     from maskrcnnlib.tiling import MASK_RULES, SeamMerger, instances_from_tile
 
     config = detection_config(DetectJob(model=weights, images=[], tile_size=args.tile_size,
@@ -270,50 +326,48 @@ def replay(weights, image, truth, grid, args):
     detector.load_weights(weights)
     side = config.mask_shape[0]
     shape = truth.ids.shape
-    mergers = {rule: SeamMerger(grid, cross_class=True, masks=rule) for rule in MASK_RULES}
-    merged = {rule: [] for rule in MASK_RULES}
-    views, predictions, references = [], [], []
+    variants = ("plain", "flips") if args.flips else ("plain",)
+    mergers = {(v, rule): SeamMerger(grid, cross_class=True, masks=rule)
+               for v in variants for rule in MASK_RULES}
+    merged = {v: {rule: [] for rule in MASK_RULES} for v in variants}
+    predictions = {v: [] for v in variants}
+    views, references = [], []
     for row in grid:
-        found = []
+        found = {v: [] for v in variants}
         for tile in row:
             tile_image = np.zeros((args.tile_size, args.tile_size, image.shape[2]), np.float32)
             tile_image[:tile.height, :tile.width] = image[tile.row:tile.row_end,
                                                           tile.col:tile.col_end]
-            outputs, molded, windows = detector.raw([tile_image])
-            detections, probabilities = outputs[0][0], outputs[1][0]
-            boxes, class_ids, scores, masks = unmold_detections(
-                detections, probabilities, molded[0].shape, windows[0], tile_image.shape)
-            # the rows unmold_detections kept: the same rule, for the m x m masks
-            count = int(np.argmax(detections[:, 4] == 0)) if (detections[:, 4] == 0).any() \
-                else len(detections)
-            all_boxes = _to_original_pixels(detections[:count, :4], molded[0].shape,
-                                            windows[0], tile_image.shape)
-            area = (all_boxes[:, 2] - all_boxes[:, 0]) * (all_boxes[:, 3] - all_boxes[:, 1])
-            kept = np.flatnonzero((area > 0) & (np.arange(count) < len(probabilities)))
-            masks = masks[:tile.height, :tile.width]
+            plain = soft_detections(detector, [tile_image])[0]
+            boxes, class_ids, scores, soft, small = plain
+            masks = {"plain": soft >= MASK_THRESHOLD}
+            if args.flips:
+                masks["flips"] = flip_averaged(detector, tile_image, plain)
             tile_ids = truth.ids[tile.row:tile.row_end, tile.col:tile.col_end]
             present = [int(i) for i in np.unique(tile_ids) if i]
-            predictions.append(ImageInstances(masks, class_ids, scores))
             references.append(ImageInstances(
                 np.stack([tile_ids == i for i in present], -1) if present
                 else np.zeros(tile_ids.shape + (0,), bool),
                 [truth.classes[i] for i in present]))
-            for k, row_index in enumerate(kept):
-                views.append(view_record(masks[:, :, k], boxes[k], class_ids[k],
-                                         probabilities[row_index, :, :, class_ids[k]],
-                                         tile_ids, present, truth, side, mini_masks))
-            found += instances_from_tile(tile, masks, class_ids, scores,
-                                         core_margin=args.overlap // 2, region_shape=shape)
-        for rule, merger in mergers.items():
-            merger.add_row(found)
-            merged[rule] += merger.pop_finished()
-    for rule, merger in mergers.items():
-        merged[rule] += merger.finish()
-    return views, merged, evaluate(predictions, references)
+            for variant, tile_masks in masks.items():
+                tile_masks = tile_masks[:tile.height, :tile.width]
+                predictions[variant].append(ImageInstances(tile_masks, class_ids, scores))
+                found[variant] += instances_from_tile(
+                    tile, tile_masks, class_ids, scores, core_margin=args.overlap // 2,
+                    region_shape=shape)
+            for k in range(len(boxes)):
+                views.append(view_record(masks["plain"][:tile.height, :tile.width, k],
+                                         boxes[k], small[k], tile_ids, present, truth, side,
+                                         mini_masks))
+        for (variant, rule), merger in mergers.items():
+            merger.add_row(found[variant])
+            merged[variant][rule] += merger.pop_finished()
+    for (variant, rule), merger in mergers.items():
+        merged[variant][rule] += merger.finish()
+    return views, merged, {v: evaluate(predictions[v], references) for v in variants}
 
 
-def view_record(mask, box, class_id, probability, tile_ids, present, truth, side,
-                mini_masks):
+def view_record(mask, box, probability, tile_ids, present, truth, side, mini_masks):
     """The stage figures of one view (a detection in one tile), None when it matches no
     true object at IoU >= 0.5 in the tile."""
     h, w = mask.shape
@@ -394,13 +448,15 @@ def measure(label, args, weights, bands, truth_map, classes, output):
     started = time.monotonic()
     views, merged, view_ap = replay(weights, image, truth, grid, args)
     replay_seconds = time.monotonic() - started
-    merged = {rule: merged_figures(truth, instances) for rule, instances in merged.items()}
+    merged = {(variant, rule): merged_figures(truth, instances)
+              for variant, rules in merged.items() for rule, instances in rules.items()}
     module_seconds, report = detect_with_module(
         args, weights, bands, truth_map, output, os.path.join(args.work, output + ".json"))
     vector_iou, vector_ap = vector_figures(truth, output)
     result = {"label": label, "objects": {g: sum(truth.group[i] == g for i in classes)
                                           for g in GROUPS},
-              "views": views, "view_ap": {k: view_ap[k] for k in ("AP50", "AP75", "mAP")},
+              "views": views, "view_ap": {v: {k: figures[k] for k in ("AP50", "AP75", "mAP")}
+                                          for v, figures in view_ap.items()},
               "merged": merged, "vector_iou": vector_iou,
               "vector_ap": vector_ap, "group": truth.group,
               "writer_ap": {k: report[k] for k in ("AP50", "AP75", "mAP")},
@@ -410,6 +466,7 @@ def measure(label, args, weights, bands, truth_map, classes, output):
 
 
 # ------------------------------------------------------------------ printing
+FLIPS = {"plain": "", "flips": ", test-time flips"}
 VIEW_FIGURES = ("molded", "unmolded", "box", "ceiling28", "ceiling56", "ceiling28_true_box",
                 "ceiling56_true_box")
 
@@ -434,9 +491,10 @@ def print_result(result):
     print("\nobjects: mean IoU of those found at IoU >= 0.5 (how many); AP over all objects\n")
     print("| stage | inside objects | seam objects | AP50 | AP75 | mAP |")
     print("| --- | --- | --- | --- | --- | --- |")
-    stages = [("views (tiles as images)", None, result["view_ap"])]
-    stages += [("merged: {}".format(rule), *figures)
-               for rule, figures in result["merged"].items()]
+    stages = [("views (tiles as images){}".format(FLIPS[v]), None, ap)
+              for v, ap in result["view_ap"].items()]
+    stages += [("merged: {}{}".format(rule, FLIPS[variant]), *figures)
+               for (variant, rule), figures in result["merged"].items()]
     stages += [("writer (module's reference=)", None, result["writer_ap"]),
                ("vector (rasterized back)", result["vector_iou"], result["vector_ap"])]
     for stage, ious, ap in stages:
@@ -523,6 +581,8 @@ def main():
     parser.add_argument("--mask-sizes", default="28", help="models to train: 28, 56 or both")
     parser.add_argument("--realdata", action="store_true", help="also the SpaceNet scene")
     parser.add_argument("--no-synthetic", action="store_true")
+    parser.add_argument("--flips", action="store_true",
+                        help="also average each view's mask with the flipped tiles' (replay only)")
     parser.add_argument("--score-threshold", type=float,
                         help="detection's score threshold (default: the model's)")
     parser.add_argument("--nprocs", type=int, default=0, help="threads (0: all cores)")
