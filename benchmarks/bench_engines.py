@@ -54,7 +54,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_model import (Worker, alternate, busy_cpu_seconds, compare_detections,  # noqa: E402
+from bench_model import (Worker, busy_cpu_seconds, compare_detections,  # noqa: E402
                          default_ours_python, load_average, venv_python)
 
 DEFAULT_ENGINES_VENV = os.path.join(os.path.expanduser("~"), ".cache", "i.ann.maskrcnn",
@@ -134,6 +134,25 @@ def output_differences(reference, path):
     return max(diffs[:-2]), diffs[-2], diffs[-1]
 
 
+def alternate(workers, runs, pause=0.2):
+    """{name: [seconds]}, {name: last answer}: each round asks every worker for one
+    timed call, the order rotating. A pause before each call lets the previous
+    engine's worker threads stop spinning (ONNX Runtime's and OpenVINO's wait
+    actively for a while after a call), so they do not slow the next path."""
+    samples = {w.name: [] for w in workers}
+    details = {}
+    for round_ in range(runs):
+        order = workers[round_ % len(workers):] + workers[:round_ % len(workers)]
+        for worker in order:
+            time.sleep(pause)
+            answer = worker.request("infer", n=1)
+            samples[worker.name].extend(answer["times"])
+            details[worker.name] = answer
+        print("  round {}/{}: {}".format(round_ + 1, runs, ", ".join(
+            "{} {:.3f}s".format(w.name, samples[w.name][-1]) for w in workers)), flush=True)
+    return samples, details
+
+
 def check_parity(workers, folder, reference, parity):
     """Fills parity[path]: a dense path's largest differences from the plain graph's
     outputs (its outputs saved beside them); with the detect worker, the detections
@@ -207,7 +226,7 @@ def run_configuration(backbone, size, args, ours_python, engines_python, workdir
             check_parity(workers, folder, reference, parity)
             before = {w.name: process_cpu_seconds(w.process.pid) for w in workers}
             busy_start, wall_start = busy_cpu_seconds(), time.time()
-            got, answers = alternate(workers, "infer", args.runs)
+            got, answers = alternate(workers, args.runs)
             samples.update(got)
             details.update(answers)
             busy_end = busy_cpu_seconds()
