@@ -213,12 +213,13 @@ def run_configuration(backbone, size, args, ours_python, engines_python, workdir
         try:
             for name in group:  # one at a time: each start-up alone
                 python = engines_python if engine_of(name) else ours_python
-                begun = time.perf_counter()
+                begun = time.time()
                 worker = Worker(name, python, "worker_engines.py", [name, folder],
                                 args.threads, folder)
                 workers.append(worker)
                 loads[name] = worker.request("load")
-                loads[name]["startup_s"] = time.perf_counter() - begun
+                # from starting the process to its first result (not the second call)
+                loads[name]["startup_s"] = loads[name]["first_result_at"] - begun
                 print("{}: fresh process to first result {:.1f}s (first call {:.2f}s, "
                       "second {:.2f}s), peak RSS {:.0f} MiB".format(
                           name, loads[name]["startup_s"], loads[name]["first_s"],
@@ -248,8 +249,7 @@ def run_configuration(backbone, size, args, ours_python, engines_python, workdir
     medians = {name: statistics.median(v) for name, v in samples.items()}
     base = medians.get(BASE)
     print("\n{} at {}x{}, {} threads, {} timed calls each, alternating within the dense "
-          "and the detect paths".format(
-        backbone, size, size, args.threads, args.runs))
+          "and the detect paths".format(backbone, size, size, args.threads, args.runs))
     header = "{:18s} {:>10s} {:>9s} {:>9s} {:>9s} {:>9s} {:>12s} {:>10s}".format(
         "path", "start-up s", "1st s", "median s", "min s", "/current", "peak RSS MiB",
         "RSS MiB")
