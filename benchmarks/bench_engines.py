@@ -115,6 +115,20 @@ def lscpu_model():
         ", ".join(extensions) or "no AVX2")
 
 
+def code_state():
+    """The commit measured, and the files of maskrcnnlib changed beside it."""
+    repo = os.path.dirname(HERE)
+    try:
+        commit = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", repo, "diff", "--name-only", "HEAD", "--",
+                                  "maskrcnnlib"], capture_output=True, text=True).stdout.split()
+    except OSError:
+        return "unknown"
+    return "commit {}{}".format(commit, ", maskrcnnlib changed in the work tree: "
+                                + " ".join(changed) if changed else "")
+
+
 def process_cpu_seconds(pid):
     """utime + stime of a live process (/proc/PID/stat), 0 when gone."""
     try:
@@ -308,6 +322,7 @@ def main():
     engines_python = ensure_engines_venv(args.engines_venv, args.python)
     print("CPU: {}".format(lscpu_model()))
     print("threads {}, load average {}".format(args.threads, load_average()), flush=True)
+    print("code: {}".format(code_state()), flush=True)
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-engines-")
     results = []
     try:
