@@ -17,9 +17,9 @@ stage, and compared with the true objects:
             against the whole objects of the region, with each of its mask rules
             (union: the union of an object's views; central: the view of the tile that
             sees it whole, farthest from that tile's inner edges);
-  flips     (--flips, in the replay only) each view's soft mask averaged with those of
-            the same object in the tile flipped west-east and north-south, before the
-            stages above: what test-time flips would give;
+  flips     (--flips, in the replay only) the module's -t: each view's mask averaged
+            with those of the same object in the tile flipped west-east and
+            north-south (maskrcnnlib.flips), through the stages above;
   vector    i.ann.maskrcnn.detect's own run: the vector map rasterized back (v.to.rast
             use=cat), against the whole objects (writer: the module's reference= figures,
             computed on its cells before vectorization).
@@ -285,37 +285,13 @@ def soft_detections(detector, images):
     return results
 
 
-def flip_averaged(detector, tile_image, plain):
-    """The plain detections' soft masks averaged with those of the same object (same
-    class, box IoU >= 0.5) found in the tile flipped west-east and north-south, flipped
-    back (test-time flips); bool masks [H, W, N]."""
-    boxes, class_ids, _, soft, _ = plain
-    total, count = soft.copy(), np.ones(len(boxes))
-    height, width = tile_image.shape[:2]
-    flipped = soft_detections(detector, [tile_image[:, ::-1], tile_image[::-1]])
-    for axis, (f_boxes, f_classes, _, f_soft, _) in zip((1, 0), flipped):
-        f_soft = np.flip(f_soft, axis)
-        f_boxes = f_boxes.copy()
-        if axis == 1:
-            f_boxes[:, [1, 3]] = width - f_boxes[:, [3, 1]]
-        else:
-            f_boxes[:, [0, 2]] = height - f_boxes[:, [2, 0]]
-        for k, (box, class_id) in enumerate(zip(boxes, class_ids)):
-            candidates = [(box_iou(box, other), j) for j, other in enumerate(f_boxes)
-                          if f_classes[j] == class_id]
-            best = max(candidates, default=(0, None))
-            if best[0] >= 0.5:
-                total[:, :, k] += f_soft[:, :, best[1]]
-                count[k] += 1
-    return total / count >= 0.5
-
-
 def replay(weights, image, truth, grid, args):
     """Run the tiles through the network as the module does; (view records, {variant:
     {mask rule: merged instances}}, {variant: AP of the views, each tile an image}).
     Variants: "plain" (the module's masks) and, with args.flips, "flips"."""
     from maskrcnnlib.detect import DetectJob, detection_config
     from maskrcnnlib.evaluate import ImageInstances, evaluate
+    from maskrcnnlib.flips import detect_with_flips
     from maskrcnnlib.model.inference import Detector
     from maskrcnnlib.model.molding import MASK_THRESHOLD, mini_masks
     from maskrcnnlib.tiling import MASK_RULES, SeamMerger, instances_from_tile
@@ -338,25 +314,25 @@ def replay(weights, image, truth, grid, args):
             tile_image = np.zeros((args.tile_size, args.tile_size, image.shape[2]), np.float32)
             tile_image[:tile.height, :tile.width] = image[tile.row:tile.row_end,
                                                           tile.col:tile.col_end]
-            plain = soft_detections(detector, [tile_image])[0]
-            boxes, class_ids, scores, soft, small = plain
-            masks = {"plain": soft >= MASK_THRESHOLD}
-            if args.flips:
-                masks["flips"] = flip_averaged(detector, tile_image, plain)
+            boxes, class_ids, scores, soft, small = soft_detections(detector, [tile_image])[0]
+            results = {"plain": (soft >= MASK_THRESHOLD, class_ids, scores)}
+            if args.flips:  # the module's -t
+                flipped = detect_with_flips(detector, [tile_image])[0]
+                results["flips"] = (flipped["masks"], flipped["class_ids"], flipped["scores"])
             tile_ids = truth.ids[tile.row:tile.row_end, tile.col:tile.col_end]
             present = [int(i) for i in np.unique(tile_ids) if i]
             references.append(ImageInstances(
                 np.stack([tile_ids == i for i in present], -1) if present
                 else np.zeros(tile_ids.shape + (0,), bool),
                 [truth.classes[i] for i in present]))
-            for variant, tile_masks in masks.items():
+            for variant, (tile_masks, ids, values) in results.items():
                 tile_masks = tile_masks[:tile.height, :tile.width]
-                predictions[variant].append(ImageInstances(tile_masks, class_ids, scores))
+                predictions[variant].append(ImageInstances(tile_masks, ids, values))
                 found[variant] += instances_from_tile(
-                    tile, tile_masks, class_ids, scores, core_margin=args.overlap // 2,
+                    tile, tile_masks, ids, values, core_margin=args.overlap // 2,
                     region_shape=shape)
             for k in range(len(boxes)):
-                views.append(view_record(masks["plain"][:tile.height, :tile.width, k],
+                views.append(view_record(results["plain"][0][:tile.height, :tile.width, k],
                                          boxes[k], small[k], tile_ids, present, truth, side,
                                          mini_masks))
         for (variant, rule), merger in mergers.items():
@@ -582,7 +558,7 @@ def main():
     parser.add_argument("--realdata", action="store_true", help="also the SpaceNet scene")
     parser.add_argument("--no-synthetic", action="store_true")
     parser.add_argument("--flips", action="store_true",
-                        help="also average each view's mask with the flipped tiles' (replay only)")
+                        help="also measure test-time flips (detect's -t) in the replay")
     parser.add_argument("--score-threshold", type=float,
                         help="detection's score threshold (default: the model's)")
     parser.add_argument("--nprocs", type=int, default=0, help="threads (0: all cores)")

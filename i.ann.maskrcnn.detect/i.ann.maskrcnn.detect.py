@@ -33,6 +33,13 @@
 # %end
 
 # %flag
+# % key: t
+# % label: Test-time flips: average each object's mask over the tile and its flips west-east and north-south
+# % description: Finer outlines at three times the network's time
+# % guisection: Output
+# %end
+
+# %flag
 # % key: r
 # % label: Detect at the model's training resolution, on a resampled copy of the region
 # % description: The region and the input maps stay as they are; objects come out in map coordinates
@@ -394,7 +401,7 @@ def make_job(options, flags, classes):
         if options["smoothing_threshold"] else None,
         orthogonal=flags["o"], instances=options["instances"] or None,
         scores=options["scores"] or None, resample=flags["r"],
-        nprocs=int(options["nprocs"]), memory=int(options["memory"]))
+        nprocs=int(options["nprocs"]), memory=int(options["memory"]), flips=flags["t"])
 
 
 def main(options, flags):

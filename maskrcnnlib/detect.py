@@ -53,6 +53,7 @@ class DetectJob:
     resample: bool = False  # -r: detect on a copy of the region at the model's resolution
     nprocs: int = 0  # TensorFlow's CPU threads (maskrcnnlib.threads); 0: all cores
     memory: int = 300  # MB for the pixel buffers: strips, tiles, batches, raster strips
+    flips: bool = False  # -t: masks averaged over each tile and its two flips (maskrcnnlib.flips)
 
 
 def detection_config(job):
@@ -111,23 +112,26 @@ def _as_8bit(image):
 
 
 def detect_tile_row(detector, tiles, batch_size, region_shape, core_margin=0, pad_to=None,
-                    eight_bit=False):
+                    eight_bit=False, flips=False):
     """Instances (region coordinates) of one row of tiles.
 
     tiles: [(tile, image [h, w, bands], valid bool [h, w])]; wholly invalid tiles
     are skipped. pad_to: tiles smaller than this (at a region edge) are zero-padded
     to it, as training chips were, so every tile runs at the region's resolution.
     eight_bit: tiles of 8-bit values go to the network as uint8 (see _as_8bit; for
-    2018 models, which resize each tile).
+    2018 models, which resize each tile). flips: each mask averaged over the tile and
+    its two flips (maskrcnnlib.flips; three times the network's work).
     Returns (instances, tiles run).
     """
+    from maskrcnnlib.flips import detect_with_flips
     from maskrcnnlib.tiling import instances_from_tile
 
     instances, run = [], 0
     todo = [(tile, _padded(_as_8bit(image) if eight_bit else image, pad_to), valid)
             for tile, image, valid in tiles if valid.any()]
     for group in _batches(todo, batch_size):
-        results = detector.detect([image for _, image, _ in group])
+        images = [image for _, image, _ in group]
+        results = detect_with_flips(detector, images) if flips else detector.detect(images)
         for (tile, _, valid), result in zip(group, results):
             height, width = valid.shape
             masks = result["masks"][:height, :width] & valid[:, :, None]
@@ -173,7 +177,7 @@ def detect_image(detector, bands, writer, job, message, percent, pad_to=None, so
         # views wholly within half the overlap of a shared edge: the neighbour sees them whole
         found, _ = detect_tile_row(detector, tiles, job.batch_size * detector.replicas,
                                    shape, core_margin=job.overlap // 2, pad_to=pad_to,
-                                   eight_bit=pad_to is None)
+                                   eight_bit=pad_to is None, flips=job.flips)
         instances += found
         done += len(tiles)
         percent(done, total, 2)
@@ -368,6 +372,9 @@ def _detect(job, config, images, writer, message, percent, sources):
     if detector.replicas > 1:
         message("Detecting on {} GPUs, {} tiles each per step".format(
             detector.replicas, job.batch_size))
+    if job.flips:
+        message("-t: each tile also runs flipped west-east and north-south, and each "
+                "object's mask is the mean of the three")
     detector.load_weights(job.model)
     # card-less (2018) models mold each tile as the 2018 tool molded its images;
     # ours pad edge tiles to tile_size as training chips were

@@ -215,6 +215,33 @@ def _to_original_pixels(boxes, molded_shape, window, original_shape):
     return boxes_to_pixels((boxes - origin) / span, original_shape)
 
 
+def _kept_detections(detections, masks, molded_shape, window, original_shape):
+    """(rows of the network's output kept, their int32 pixel boxes in the original
+    image, their detection rows): those before the first padding row (class id 0)
+    whose box has an area in the original image and that have a mask row."""
+    detections = np.asarray(detections)
+    is_padding = detections[:, 4] == 0
+    count = int(is_padding.argmax()) if is_padding.any() else len(detections)
+    detections = detections[:count]
+    boxes = _to_original_pixels(detections[:, :4], molded_shape, window, original_shape)
+    heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    kept = np.flatnonzero((heights * widths > 0) & (np.arange(count) < len(masks)))
+    return kept, boxes[kept], detections[kept]
+
+
+def unmold_soft(detections, masks, molded_shape, window, original_shape):
+    """unmold_detections without the threshold: (boxes int32 [N, 4], class_ids int32 [N],
+    scores [N], [float32 [y2 - y1, x2 - x1]]: each mask's probabilities resized to its
+    box, whose cells from MASK_THRESHOLD up are unmold_detections' mask)."""
+    kept, boxes, detections = _kept_detections(detections, masks, molded_shape, window,
+                                               original_shape)
+    class_ids = detections[:, 4].astype(np.int32)
+    crops = [_resize_mask(np.asarray(masks[row, :, :, class_id], dtype=np.float32),
+                          (y2 - y1, x2 - x1))
+             for row, class_id, (y1, x1, y2, x2) in zip(kept, class_ids, boxes)]
+    return boxes, class_ids, detections[:, 5], crops
+
+
 def unmold_detections(detections, masks, molded_shape, window, original_shape):
     """One image's network output as boxes and masks of the original image.
 
@@ -232,14 +259,8 @@ def unmold_detections(detections, masks, molded_shape, window, original_shape):
     original image are dropped. The masks are a view of an [N, height, width]
     array, so that each instance's mask is contiguous.
     """
-    detections = np.asarray(detections)
-    is_padding = detections[:, 4] == 0
-    count = int(is_padding.argmax()) if is_padding.any() else len(detections)
-    detections = detections[:count]
-    boxes = _to_original_pixels(detections[:, :4], molded_shape, window, original_shape)
-    heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    kept = np.flatnonzero((heights * widths > 0) & (np.arange(count) < len(masks)))
-    boxes, detections = boxes[kept], detections[kept]
+    kept, boxes, detections = _kept_detections(detections, masks, molded_shape, window,
+                                               original_shape)
     class_ids = detections[:, 4].astype(np.int32)
 
     height, width = (int(v) for v in original_shape[:2])
