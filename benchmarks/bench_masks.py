@@ -22,7 +22,7 @@ stage, and compared with the true objects:
             north-south (maskrcnnlib.flips), through the stages above;
   vector    i.ann.maskrcnn.detect's own run: the vector map rasterized back (v.to.rast
             use=cat), against the whole objects (writer: the module's reference= figures,
-            computed on its cells before vectorization).
+            computed on its cells before vectorization); --module-flags t runs it with -t.
 
 For each view (a detection in one tile) matched to a true object (IoU >= 0.5 in the
 tile) it also prints what the box and the mask resolution allow: the true object
@@ -171,7 +171,8 @@ def train(args, logs, name, bands, truth, classes, mask_size):
 def detect_with_module(args, weights, bands, truth, output, report):
     """i.ann.maskrcnn.detect over the region; (seconds, figures of its reference= report)."""
     options = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
-    seconds, _ = run(DETECT, "--overwrite", input=",".join(bands), model=weights,
+    flags = ["-" + flag for flag in args.module_flags]
+    seconds, _ = run(DETECT, "--overwrite", *flags, input=",".join(bands), model=weights,
                      output=output, tile_size=args.tile_size, overlap=args.overlap,
                      reference=truth, reference_column="kind", report=report,
                      nprocs=args.nprocs, **options)
@@ -436,7 +437,8 @@ def measure(label, args, weights, bands, truth_map, classes, output):
               "merged": merged, "vector_iou": vector_iou,
               "vector_ap": vector_ap, "group": truth.group,
               "writer_ap": {k: report[k] for k in ("AP50", "AP75", "mAP")},
-              "seconds": {"replay": replay_seconds, "module": module_seconds}}
+              "seconds": {"replay": replay_seconds, "module": module_seconds},
+              "module_flags": args.module_flags}
     print_result(result)
     return result
 
@@ -483,8 +485,8 @@ def print_result(result):
             cells.append("{:.3f} ({}/{})".format(mean, n, result["objects"][group]))
         print("| {} | {} | {:.3f} | {:.3f} | {:.3f} |".format(
             stage, " | ".join(cells), ap["AP50"], ap["AP75"], ap["mAP"]))
-    print("\nseconds: replay {replay:.0f}, module {module:.0f}".format(**result["seconds"]),
-          flush=True)
+    print("\nseconds: replay {replay:.0f}, module {module:.0f} (flags: {flags})".format(
+        flags=result["module_flags"] or "none", **result["seconds"]), flush=True)
 
 
 # ------------------------------------------------------------------ the scenes
@@ -559,6 +561,8 @@ def main():
     parser.add_argument("--no-synthetic", action="store_true")
     parser.add_argument("--flips", action="store_true",
                         help="also measure test-time flips (detect's -t) in the replay")
+    parser.add_argument("--module-flags", default="",
+                        help="flags of the module's detection run, e.g. t (test-time flips)")
     parser.add_argument("--score-threshold", type=float,
                         help="detection's score threshold (default: the model's)")
     parser.add_argument("--nprocs", type=int, default=0, help="threads (0: all cores)")
