@@ -156,6 +156,11 @@ def run(module, *flags, **options):
 
 
 def train(args, logs, name, bands, truth, classes, mask_size):
+    """Train through the module; (seconds, weights). With --reuse, a model of this name
+    already in logs (--keep) is taken as it is (0 seconds)."""
+    weights = os.path.join(logs, "mask_rcnn_{}_{:04d}.h5".format(name, args.epochs))
+    if args.reuse and os.path.isfile(weights):
+        return 0.0, weights
     steps = max(1, args.steps // args.epochs)
     seconds, _ = run(TRAIN, input=",".join(bands), training_map=truth, class_column="kind",
                      classes=",".join(classes), logs=logs, name=name, backbone=args.backbone,
@@ -165,7 +170,7 @@ def train(args, logs, name, bands, truth, classes, mask_size):
                      rois_per_image=32, seed=args.seed, keep=1,
                      learning_rate=args.learning_rate, mask_size=mask_size,
                      nprocs=args.nprocs)
-    return seconds, os.path.join(logs, "mask_rcnn_{}_{:04d}.h5".format(name, args.epochs))
+    return seconds, weights
 
 
 def detect_with_module(args, weights, bands, truth, output, report):
@@ -506,8 +511,8 @@ def synthetic(args, logs):
     for mask_size in args.mask_sizes:
         name = "synthetic{}".format(mask_size)
         seconds, weights = train(args, logs, name, *scenes["train"][:2], CLASSES, mask_size)
-        print("trained {} (mask_size {}) in {:.0f} s".format(name, mask_size, seconds),
-              flush=True)
+        print("trained {} (mask_size {}) in {:.0f} s{}".format(
+            name, mask_size, seconds, " (reused)" if not seconds else ""), flush=True)
         bands, truth, classes = scenes["test"]
         results.append(measure("synthetic seam scene, mask_size {}".format(mask_size), args,
                                weights, bands, truth, classes, "found_" + name))
@@ -567,6 +572,8 @@ def main():
                         help="detection's score threshold (default: the model's)")
     parser.add_argument("--nprocs", type=int, default=0, help="threads (0: all cores)")
     parser.add_argument("--keep", metavar="DIR", help="keep the logs (models) in DIR")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take the models already in --keep DIR instead of training")
     args = parser.parse_args()
     from maskrcnnlib.quiet import import_tensorflow
     from maskrcnnlib.threads import limit_threads
