@@ -304,10 +304,11 @@ class SeamMerger:
             edge is often classified differently there); the group takes the
             class of its best-scoring view. Off: classes never mix.
         masks: MASK_RULES: "union" (the union of the group's views) or "central"
-            (the view of the tile that sees the object whole and farthest from
-            that tile's inner edges; the union where no tile sees it whole). A
-            view cut by its tile's edge, or two whole views that disagree at the
-            outline, make the union larger than any view.
+            (each cell as the view decides whose tile holds the cell farthest from
+            that tile's inner edges, so where a tile sees the object whole and away
+            from its edges, its view gives the mask). What a view guesses at its
+            tile's edge, or two views that disagree at the outline, make the
+            union larger than any view.
     """
 
     def __init__(self, grid, iou_threshold=0.5, ios_threshold=0.8, cross_class=False,
@@ -503,29 +504,53 @@ class SeamMerger:
                 self._union(ids_a[i], ids_b[j])
 
 
-def _inner_margin(view, shape):
-    """Cells between the view's box and the nearest edge of its tile that another tile
-    continues (the region's border is no such edge); 0 when the view touches one, that
-    is when the tile may have cut the object."""
-    tile, (rows, cols) = view.tile, shape
-    gaps = [view.row0 - tile.row if tile.row > 0 else np.inf,
-            view.col0 - tile.col if tile.col > 0 else np.inf,
-            tile.row_end - view.row1 if tile.row_end < rows else np.inf,
-            tile.col_end - view.col1 if tile.col_end < cols else np.inf]
-    return min(gaps)
+def _depth(tile, rows, cols, shape):
+    """Cells from each cell of the rows x cols grid (region row and column numbers,
+    broadcastable) to the nearest edge of `tile` that another tile continues (the
+    region's border is no such edge; inf when the tile has none); -1 outside the tile."""
+    depth = np.full(np.broadcast(rows, cols).shape, np.inf)
+    if tile.row > 0:
+        depth = np.minimum(depth, rows - tile.row)
+    if tile.row_end < shape[0]:
+        depth = np.minimum(depth, tile.row_end - 1 - rows)
+    if tile.col > 0:
+        depth = np.minimum(depth, cols - tile.col)
+    if tile.col_end < shape[1]:
+        depth = np.minimum(depth, tile.col_end - 1 - cols)
+    inside = ((rows >= tile.row) & (rows < tile.row_end)
+              & (cols >= tile.col) & (cols < tile.col_end))
+    return np.where(inside, depth, -1.0)
 
 
 def _central_of(views, shape):
-    """One Instance: the mask of the view farthest inside its tile when that view is
-    whole (not touching an inner tile edge), else the union; highest score, class of
-    the best-scoring view."""
+    """One Instance: each cell of the group's box as the view decides whose tile holds
+    that cell farthest from its inner edges (ties: the better score), so a tile's guess
+    at its own edge gives way to a neighbour that sees the place from inside; highest
+    score, class of the best-scoring view. The union where that leaves no cell."""
     if len(views) == 1:
         return _union_of(views)
-    central = max(views, key=lambda v: _inner_margin(v, shape))
-    if _inner_margin(central, shape) <= 0:
-        return _union_of(views)
-    best = max(views, key=lambda v: v.score)
-    return Instance(best.class_id, best.score, central.row0, central.col0, central.mask)
+    merged = _union_of(views)
+    box = merged.box
+    rows = np.arange(box[0], box[2])[:, None]
+    cols = np.arange(box[1], box[3])[None, :]
+    deepest = np.full(merged.mask.shape, -1.0)
+    mask = np.zeros(merged.mask.shape, bool)
+    for view in sorted(views, key=lambda v: v.score):  # a later view wins a tie
+        depth = _depth(view.tile, rows, cols, shape)
+        take = (depth >= 0) & (depth >= deepest)
+        deepest = np.where(take, depth, deepest)
+        mask = np.where(take, _cells(view, box), mask)
+    if not mask.any():
+        return merged
+    y0, x0, y1, x1 = _tight_box(mask)
+    return Instance(merged.class_id, merged.score, box[0] + y0, box[1] + x0,
+                    mask[y0:y1, x0:x1].copy())
+
+
+def _tight_box(mask):
+    """(y0, x0, y1, x1) of the set cells of a non-empty 2-D mask, ends exclusive."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
 def _union_of(views):

@@ -435,21 +435,25 @@ def test_central_rule_takes_the_whole_view_not_the_union_with_a_cut_one():
     assert central[0].score == 0.95 and central[0].class_id == 2
 
 
-def test_central_rule_takes_the_view_farthest_from_inner_edges():
+def test_central_rule_takes_each_cell_from_the_tile_it_is_deepest_in():
     """Two whole views of one object in the 8-row band two tiles share (rows 16..23 of
-    tile rows 0..23 and 16..39): the object at rows 17..20 is 1 row from the lower
-    tile's upper edge and 3 from the upper tile's lower edge, so the upper view wins,
-    whichever scores higher."""
+    tile rows 0..23 and 16..39). Rows 17..19 are deeper in the upper tile (6, 5, 4 rows
+    from its lower edge against 1, 2, 3 from the lower tile's upper edge), row 20 in
+    the lower one (4 against 3). The upper view lacks a cell in row 17, the lower view
+    lacks one in row 20: the first stays out, the second too (the lower view
+    decides row 20), whichever view scores higher."""
     grid = tile_grid(40, 40, 24, 8, min_tile=8)
     top, bottom = grid[0][0], grid[1][0]
-    lower_view = np.ones((4, 6), bool)
-    upper_view = lower_view.copy()
+    upper_view = np.ones((4, 6), bool)
     upper_view[0, 0] = False
+    lower_view = np.ones((4, 6), bool)
+    lower_view[3, 5] = False
     views = [[Instance(1, 0.5, 17, 3, upper_view, top)],
              [Instance(1, 0.9, 17, 3, lower_view, bottom)]]
     merged = merge_all(grid, views, masks="central")
+    expected = upper_view & lower_view  # the union would be all 24 cells
     assert len(merged) == 1 and merged[0].score == 0.9
-    assert np.array_equal(merged[0].mask, upper_view)  # the union would be lower_view
+    assert merged[0].box == (17, 3, 21, 9) and np.array_equal(merged[0].mask, expected)
 
 
 def test_central_rule_recovers_random_scenes_exactly():
