@@ -27,7 +27,10 @@ tiles T and U are linked when they have the same class and
 Links are transitive (union-find), so an object spanning any number of tiles
 in both directions becomes one instance. A group of linked views comes out as
 one Instance: mask = union of the views, so partial and cut views together
-give the whole object; score = the highest view score (keeping the
+give the whole object (or, with masks="central", which detection uses, each
+cell as decided by the view whose tile holds it farthest from its inner
+edges, so a whole view from inside a tile overrules a cut view's guess at its
+tile's edge, and cut views still add the cells only they see); score = the highest view score (keeping the
 best-scoring duplicate; no area weighting, so a merged object never scores
 below its best view); class = the shared class. Views of different classes
 are never linked. Views from the same tile are never compared with each
