@@ -84,3 +84,28 @@ def run_module(grass_session):
                               capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def shapes_model(tmp_path_factory):
+    """A ResNet-18 trained on class-coloured 128x128 shapes (mask AP50 >= 0.95 on its
+    12 scenes), saved with its model card: the model of the detect tests. Defined
+    here, once, so that every test module using it shares one training (a fixture
+    imported into several modules would train once per module)."""
+    import numpy as np
+
+    from maskrcnnlib.modelcard import write_card
+    from maskrcnnlib.model.weights import save_weights_h5
+    from support.models import small_config, train_until
+    from support.shapes import shapes_scene
+
+    config = small_config()
+    config.learning_rate = 0.005  # 0.01 can diverge with 12 scenes
+    rng = np.random.default_rng(10)
+    scenes = [shapes_scene(rng, class_colors=True) for _ in range(12)]
+    detector, history = train_until(config, scenes, seed=2, target_ap50=0.95, rounds=12)
+    assert history[-1] >= 0.95, history
+    path = tmp_path_factory.mktemp("model") / "mask_rcnn_shapes_0001.h5"
+    save_weights_h5(detector.model, path)
+    write_card(path, config, {"epoch": 1})
+    return path

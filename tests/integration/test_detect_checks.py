@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from test_detect_module import DETECT, said, seam_scene, shapes_model, vector_rows  # noqa: F401
+from test_detect_module import DETECT, said, seam_scene, vector_rows  # noqa: F401
 
 pytestmark = pytest.mark.grass
 

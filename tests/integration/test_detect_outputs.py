@@ -11,7 +11,7 @@ import pytest
 
 from support.shapes import CLASS_COLORS
 from test_detect_module import (DETECT, object_cells, said, scene_image, seam_scene,  # noqa: F401
-                                shapes_model, write_png, write_scene)
+                                write_png, write_scene)
 
 pytestmark = pytest.mark.grass
 TILING = {"tile_size": 128, "overlap": 32}

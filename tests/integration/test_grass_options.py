@@ -12,7 +12,7 @@ import pytest
 
 from support.grass_helpers import error_message
 from test_detect_module import (DETECT, object_cells, said, seam_scene,  # noqa: F401
-                                shapes_model, vector_rows)
+                                vector_rows)
 from test_detect_module import seam_truth  # noqa: F401
 from test_detect_outputs import raster_values
 from test_train_module import FAST, TRAIN, scene_maps, write_dataset  # noqa: F401
@@ -104,11 +104,18 @@ def test_memory_and_nprocs_change_nothing_found(run_module, shapes_model, seam_s
     assert "memory=1 MB: rows of tiles are read in pieces of at most 1 tiles" in \
         runs["mem_small"]
     assert "nprocs=1: TensorFlow computes on 1 threads, 1 steps at once" in runs["mem_small"]
-    assert detections("mem_small") == detections("mem_default")
-    assert vector_rows("mem_small") == vector_rows("mem_default")
-    for suffix, null in (("_ids", 0), ("_scores", -1)):
-        assert np.array_equal(raster_values("mem_small" + suffix, null),
-                              raster_values("mem_default" + suffix, null))
+    # one thread sums in another order than two: scores may differ in the 7th digit
+    found_small, found_default = detections("mem_small"), detections("mem_default")
+    assert found_small.keys() == found_default.keys()
+    for cells, (kind, score) in found_small.items():
+        assert kind == found_default[cells][0] and abs(score - found_default[cells][1]) < 1e-5
+    small, default = vector_rows("mem_small"), vector_rows("mem_default")
+    assert [row[:3] + row[4:] for row in small] == [row[:3] + row[4:] for row in default]
+    assert np.allclose([float(row[3]) for row in small], [float(row[3]) for row in default],
+                       rtol=0, atol=1e-5)
+    assert np.array_equal(raster_values("mem_small_ids", 0), raster_values("mem_default_ids", 0))
+    assert np.allclose(raster_values("mem_small_scores", -1),
+                       raster_values("mem_default_scores", -1), rtol=0, atol=1e-5)
 
 
 def test_reference_where_selects_the_reference_areas(run_module, shapes_model, seam_scene,
