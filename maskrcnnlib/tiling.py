@@ -30,8 +30,8 @@ one Instance: mask = union of the views, so partial and cut views together
 give the whole object (or, with masks="central", which detection uses, each
 cell as decided by the view whose tile holds it farthest from its inner
 edges, so a whole view from inside a tile overrules a cut view's guess at its
-tile's edge, and cut views still add the cells only they see); score = the highest view score (keeping the
-best-scoring duplicate; no area weighting, so a merged object never scores
+tile's edge, and cut views still add the cells only they see); score = the
+highest view score (keeping the best-scoring duplicate; no area weighting, so a merged object never scores
 below its best view); class = the shared class. Views of different classes
 are never linked. Views from the same tile are never compared with each
 other: the detector has already told them apart.
