@@ -5,6 +5,7 @@ import pytest
 from skimage import io
 
 from conftest import ROOT
+from support.grass_helpers import write_bands
 from support.shapes import shapes_scene
 
 pytestmark = pytest.mark.grass
@@ -67,17 +68,11 @@ def test_flips_keep_the_detections_and_average_their_masks(quick_model):
 
 def test_module_detects_with_test_time_flips(run_module, quick_model):
     import grass.script as gs
-    from grass.script import array as garray
 
     weights, scene = quick_model
     gs.run_command("g.region", n=128, s=0, w=0, e=128, res=1)
-    bands = []
-    for band in range(3):
-        raster = garray.array(dtype=np.float64)
-        raster[...] = scene[:, :, band]
-        raster.write(f"flips_{band}", overwrite=True)
-        bands.append(f"flips_{band}")
-    common = {"input": ",".join(bands), "model": weights, "tile_size": 64, "overlap": 16,
+    bands = write_bands(scene, "flips")
+    common = {"input": bands, "model": weights, "tile_size": 64, "overlap": 16,
               "score_threshold": 0.0, "min_area": 1}
     flipped = run_module(DETECT, "-t", output="flips_t", **common)
     assert flipped.returncode == 0, flipped.stderr

@@ -7,7 +7,7 @@ import pytest
 from skimage import io
 
 from conftest import ROOT
-from support.grass_helpers import error_message
+from support.grass_helpers import error_message, write_bands
 from support.shapes import shapes_scene
 
 pytestmark = pytest.mark.grass
@@ -39,7 +39,6 @@ def scenes(tmp_path_factory):
 
 def test_mask_size_56_is_trained_recorded_and_detected_with(run_module, scenes, tmp_path):
     import grass.script as gs
-    from grass.script import array as garray
 
     from maskrcnnlib.model.inference import Detector
     from maskrcnnlib.modelcard import config_for_weights
@@ -63,13 +62,8 @@ def test_mask_size_56_is_trained_recorded_and_detected_with(run_module, scenes, 
 
     # and the detection module builds it from the card: masks come out as areas
     gs.run_command("g.region", n=64, s=0, w=0, e=64, res=1)
-    bands = []
-    for band in range(3):
-        raster = garray.array(dtype=np.float64)
-        raster[...] = image[:, :, band]
-        raster.write(f"msize_{band}", overwrite=True)
-        bands.append(f"msize_{band}")
-    result = run_module(DETECT, input=",".join(bands), model=weights, output="msize_found",
+    bands = write_bands(image, "msize")
+    result = run_module(DETECT, input=bands, model=weights, output="msize_found",
                         tile_size=64, overlap=0, score_threshold=0.0, min_area=1)
     assert result.returncode == 0, result.stderr
     assert gs.vector_info_topo("msize_found")["areas"] > 0

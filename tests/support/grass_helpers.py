@@ -47,3 +47,18 @@ def project_state(gs):
             "mask": gs.find_file("MASK", element="cell")["fullname"],
             "temp_region": os.environ.get("WIND_OVERRIDE"),
             "tables": gs.read_command("db.tables", flags="p")}
+
+
+def write_bands(image, prefix):
+    """Each band of image [rows, cols, bands] as raster map <prefix>_<band> in the
+    current region (which must have the image's shape); their names, comma-separated."""
+    import numpy as np
+    from grass.script import array as garray
+
+    names = []
+    for band in range(image.shape[2]):
+        raster = garray.array(dtype=np.float64)
+        raster[...] = image[:, :, band]
+        raster.write(f"{prefix}_{band}", overwrite=True)
+        names.append(f"{prefix}_{band}")
+    return ",".join(names)
