@@ -15,8 +15,8 @@ Roles:
   tf-plain     the dense part as a plain TensorFlow graph (tf.function, no XLA).
   tf-xla       the same compiled by XLA (jit_compile), direct convolutions.
   tf-winograd  what Detector runs today on a CPU: Detector(compiled=True)'s dense
-               part, XLA + Winograd on transformed kernels (its staleness check of
-               the transformed kernels included in every call, as detect() pays it).
+               part, XLA + Winograd on transformed kernels (WinogradDense's prepare
+               and make included in every call, as detect() pays them).
   detect       Detector(compiled=True).detect() of the benchmark image, the whole
                path (molding, dense part, heads, unmolding); also runs the heads on
                dense outputs another engine made (heads_from), for detection parity.
@@ -204,8 +204,8 @@ def _tf_runner():
     image = tf.constant(molded)
 
     def run():  # the dense part of Detector.raw, as it runs there
-        made._kernels.prepare(molded.shape)
-        made._kernels.ensure_current()
+        made._winograd.prepare(molded.shape)
+        made._winograd.make()
         return [np.asarray(v) for v in made._dense(image)]
     return run
 

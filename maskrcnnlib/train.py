@@ -144,11 +144,10 @@ class _EpochReport(keras.callbacks.Callback):
             return {}
         from maskrcnnlib.evaluate import ImageInstances, evaluate
         from maskrcnnlib.model.inference import Detector
-        from maskrcnnlib.model.weights import copy_weights
 
         if self.detector is None:
             self.detector = Detector(self.config)
-        copy_weights(self.trainer, self.detector.model)
+        self.detector.copy_weights_from(self.trainer)
         count = min(len(self.validation_data),
                     max(1, self.config.validation_steps) * self.config.batch_size)
         predictions, references = [], []

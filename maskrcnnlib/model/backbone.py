@@ -25,7 +25,6 @@ import keras
 from keras import layers
 
 from maskrcnnlib.errors import ConfigError
-from maskrcnnlib.model.winograd import Conv2D
 
 # Blocks per stage (2, 3, 4, 5) and block type of each architecture.
 ARCHITECTURES = {
@@ -97,14 +96,10 @@ class BatchNorm(layers.BatchNormalization):
 
 
 def _conv_bn(x, filters, kernel, name, bn_name, train_bn, strides=1,
-             padding="valid", relu=True, winograd=False):
-    """Conv2D (with bias) -> BatchNorm -> optional relu.
-
-    winograd: a 3x3 'same' stride-1 conv on a large enough map is computed by
-    Winograd (model.winograd: CPU inference under XLA); same weights and names.
-    """
-    x = Conv2D(filters, kernel, strides=strides, padding=padding,
-               use_bias=True, name=name, winograd=winograd)(x)
+             padding="valid", relu=True):
+    """Conv2D (with bias) -> BatchNorm -> optional relu."""
+    x = layers.Conv2D(filters, kernel, strides=strides, padding=padding,
+                      use_bias=True, name=name)(x)
     x = BatchNorm(train_bn=train_bn, name=bn_name)(x)
     if relu:
         x = layers.Activation("relu")(x)
@@ -112,7 +107,7 @@ def _conv_bn(x, filters, kernel, name, bn_name, train_bn, strides=1,
 
 
 def bottleneck_block(x, filters, stage, block, train_bn, strides=1,
-                     projection=False, winograd=False):
+                     projection=False):
     """matterport's conv_block (projection=True) or identity_block.
 
     x: [B, H, W, C] -> [B, H/strides, W/strides, filters[2]].
@@ -121,14 +116,13 @@ def bottleneck_block(x, filters, stage, block, train_bn, strides=1,
     conv = "res{}{}_branch".format(stage, block)
     bn = "bn{}{}_branch".format(stage, block)
     y = _conv_bn(x, f1, 1, conv + "2a", bn + "2a", train_bn, strides=strides)
-    y = _conv_bn(y, f2, 3, conv + "2b", bn + "2b", train_bn, padding="same",
-                 winograd=winograd)
+    y = _conv_bn(y, f2, 3, conv + "2b", bn + "2b", train_bn, padding="same")
     y = _conv_bn(y, f3, 1, conv + "2c", bn + "2c", train_bn, relu=False)
     return _add_shortcut(x, y, stage, block, train_bn, strides, projection)
 
 
 def basic_block(x, filters, stage, block, train_bn, strides=1,
-                projection=False, winograd=False):
+                projection=False):
     """Two 3x3 convs with a shortcut (ResNet-18/34 block).
 
     x: [B, H, W, C] -> [B, H/strides, W/strides, filters].
@@ -136,9 +130,9 @@ def basic_block(x, filters, stage, block, train_bn, strides=1,
     conv = "res{}{}_branch".format(stage, block)
     bn = "bn{}{}_branch".format(stage, block)
     y = _conv_bn(x, filters, 3, conv + "2a", bn + "2a", train_bn,
-                 strides=strides, padding="same", winograd=winograd)
+                 strides=strides, padding="same")
     y = _conv_bn(y, filters, 3, conv + "2b", bn + "2b", train_bn,
-                 padding="same", relu=False, winograd=winograd)
+                 padding="same", relu=False)
     return _add_shortcut(x, y, stage, block, train_bn, strides, projection)
 
 
@@ -154,7 +148,7 @@ def _add_shortcut(x, y, stage, block, train_bn, strides, projection):
         layers.Add()([y, shortcut]))
 
 
-def _stage(x, stage, kind, blocks, train_bn, winograd=False):
+def _stage(x, stage, kind, blocks, train_bn):
     """All blocks of one stage; block letters a, b, c, ... as in matterport."""
     width = STAGE_WIDTHS[stage]
     strides = 1 if stage == 2 else 2
@@ -163,16 +157,16 @@ def _stage(x, stage, kind, blocks, train_bn, winograd=False):
         if kind == "bottleneck":
             x = bottleneck_block(x, (width, width, 4 * width), stage, block,
                                  train_bn, strides=strides if i == 0 else 1,
-                                 projection=(i == 0), winograd=winograd)
+                                 projection=(i == 0))
         else:
             # Stage 2 of basic ResNets keeps 64 channels at stride 1: identity.
             x = basic_block(x, width, stage, block, train_bn,
                             strides=strides if i == 0 else 1,
-                            projection=(i == 0 and stage > 2), winograd=winograd)
+                            projection=(i == 0 and stage > 2))
     return x
 
 
-def build_resnet(input_image, architecture, train_bn, stage5=True, winograd=False):
+def build_resnet(input_image, architecture, train_bn, stage5=True):
     """Build the ResNet graph on a symbolic image tensor.
 
     input_image: KerasTensor [B, H, W, bands] (any number of bands; conv1's
@@ -182,8 +176,6 @@ def build_resnet(input_image, architecture, train_bn, stage5=True, winograd=Fals
         statistics always), None follows the Keras training flag, True batch
         statistics always (see BatchNorm).
     stage5: False leaves out stage 5 (C5 is then None).
-    winograd: the 3x3 stride-1 convs of large enough maps by Winograd (CPU
-        inference under XLA: model.winograd); same weights and layer names.
 
     Returns [C1, C2, C3, C4, C5] at strides 4, 4, 8, 16, 32; channels
     64, 256, 512, 1024, 2048 (bottleneck) or 64, 64, 128, 256, 512 (basic).
@@ -198,8 +190,8 @@ def build_resnet(input_image, architecture, train_bn, stage5=True, winograd=Fals
     x = layers.ZeroPadding2D((3, 3))(input_image)
     x = _conv_bn(x, 64, 7, "conv1", "bn_conv1", train_bn, strides=2)
     c1 = x = layers.MaxPooling2D((3, 3), strides=(2, 2), padding="same")(x)
-    c2 = x = _stage(x, 2, kind, blocks[0], train_bn, winograd)
-    c3 = x = _stage(x, 3, kind, blocks[1], train_bn, winograd)
-    c4 = x = _stage(x, 4, kind, blocks[2], train_bn, winograd)
-    c5 = _stage(x, 5, kind, blocks[3], train_bn, winograd) if stage5 else None
+    c2 = x = _stage(x, 2, kind, blocks[0], train_bn)
+    c3 = x = _stage(x, 3, kind, blocks[1], train_bn)
+    c4 = x = _stage(x, 4, kind, blocks[2], train_bn)
+    c5 = _stage(x, 5, kind, blocks[3], train_bn) if stage5 else None
     return [c1, c2, c3, c4, c5]

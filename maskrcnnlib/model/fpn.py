@@ -10,18 +10,14 @@
 
 from keras import layers
 
-from maskrcnnlib.model.winograd import Conv2D
 
-
-def build_fpn(C2, C3, C4, C5, pyramid_size=256, winograd=False):
+def build_fpn(C2, C3, C4, C5, pyramid_size=256):
     """Build the pyramid on backbone features.
 
     C2..C5: KerasTensors [B, H/s, W/s, channels] at strides s = 4, 8, 16, 32
         (each exactly twice the size of the next).
     pyramid_size: channels of every pyramid level (matterport's
         TOP_DOWN_PYRAMID_SIZE, 256).
-    winograd: compute the large 3x3 convs by Winograd (CPU inference under XLA;
-        see model.winograd); the weights are the same.
 
     Returns [P2, P3, P4, P5, P6], each [B, H/s, W/s, pyramid_size] at strides
     4, 8, 16, 32, 64. P6 feeds only the RPN.
@@ -35,8 +31,8 @@ def build_fpn(C2, C3, C4, C5, pyramid_size=256, winograd=False):
         merged[level] = layers.Add(name=f"fpn_p{level}add")([above, lateral])
     # A 3x3 conv smooths every merged level; P6 only subsamples P5 for the RPN.
     p2, p3, p4, p5 = (
-        Conv2D(pyramid_size, (3, 3), padding="same", name=f"fpn_p{level}",
-               winograd=winograd)(merged[level])
+        layers.Conv2D(pyramid_size, (3, 3), padding="same", name=f"fpn_p{level}")(
+            merged[level])
         for level in (2, 3, 4, 5))
     p6 = layers.MaxPooling2D(pool_size=(1, 1), strides=2, name="fpn_p6")(p5)
     return [p2, p3, p4, p5, p6]

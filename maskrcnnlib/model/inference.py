@@ -6,6 +6,7 @@ masks bool [height, width, N].
 """
 import contextlib
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -13,108 +14,127 @@ from maskrcnnlib.model import winograd
 from maskrcnnlib.model.anchors import anchors_for_config
 from maskrcnnlib.model.maskrcnn import build_inference_model, split_inference_model
 from maskrcnnlib.model.molding import mold_input, unmold_detections
-from maskrcnnlib.model.weights import HEAD_LAYERS, load_weights_h5, save_weights_h5
+from maskrcnnlib.model.weights import HEAD_LAYERS, copy_weights, load_weights_h5, save_weights_h5
 
 
-SAMPLE_STRIDE = 997  # every 997th value (a prime) enters the mixed part of a fingerprint
+def winograd_applies(layer):
+    """True for a Conv2D that Winograd can compute: 3x3, stride 1, no dilation, one
+    group, 'same' padding, channels last (whether it pays depends on its map)."""
+    return (isinstance(layer, keras.layers.Conv2D) and layer.data_format == "channels_last"
+            and tuple(layer.kernel_size) == (3, 3) and tuple(layer.strides) == (1, 1)
+            and tuple(layer.dilation_rate) == (1, 1) and layer.padding == "same"
+            and layer.groups == 1)
 
 
-def _mix(bits, positions):
-    """A bijection of uint32 values salted by their positions (xor-shift-multiply)."""
-    x = tf.bitwise.bitwise_xor(bits, positions)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(15, tf.uint32)))
-    x = x * tf.constant(0x2C1B3C6D, tf.uint32)
-    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(12, tf.uint32)))
-
-
-def kernel_fingerprints(kernels):
-    """[len(kernels), 2] uint32 fingerprints of float32 tensors.
-
-    Column 0: the sum of all values' bits modulo 2^32, which changes with any one
-    value. Column 1: the sum of a mixing bijection of every SAMPLE_STRIDE-th value's
-    bits salted with its position, which also changes where all values change
-    alike (doubling every value adds the same to each value's bits: column 0 can
-    miss it) or move (a kernel flipped). One plain-graph pass over the kernels:
-    about 5 ms per call for ResNet-50's Winograd kernels (60 MB) on 2 cores, where
-    XLA's reductions of them took 8 to 11 ms.
+class WinogradConv(keras.layers.Layer):
+    """Stands in for a trained 3x3 Conv2D (winograd_applies) in the rewritten dense
+    part: on maps of at least winograd.MIN_PIXELS cells it computes the convolution by
+    Winograd (model.winograd) from the kernel transformed beforehand, plus the conv's
+    bias and activation; elsewhere it calls the conv itself. It reads the conv's own
+    variables and holds only the transformed kernels, one per output tile side m that
+    its maps use (`transformed`, made by the Detector). A trace that meets a map
+    whose m has no transformed kernel yet computes directly and adds m to `wanted`:
+    the Detector traces each new shape once that way to learn what to make.
     """
-    rows = []
-    for kernel in kernels:
-        bits = tf.bitcast(tf.reshape(kernel, [-1]), tf.uint32)
-        sample = bits[::SAMPLE_STRIDE]
-        positions = tf.cast(tf.range(tf.size(sample)), tf.uint32)
-        rows.append(tf.stack([tf.reduce_sum(bits), tf.reduce_sum(_mix(sample, positions))]))
-    return tf.stack(rows)
+
+    def __init__(self, conv):
+        super().__init__(name=conv.name + "_winograd", dtype=conv.dtype_policy)
+        self.conv = conv
+        self.transformed = {}  # m -> tf.Variable [(m + 2)^2, C, K]
+        self.wanted = set()
+
+    def call(self, inputs):
+        height, width, depth = inputs.shape[1:4]
+        if height is None or width is None or height * width < winograd.MIN_PIXELS:
+            return self.conv(inputs)
+        m = winograd.tile_for(height, width, depth)
+        if m not in self.transformed:
+            self.wanted.add(m)
+            return self.conv(inputs)
+        outputs = winograd.winograd_conv3x3(inputs, self.conv.kernel, m=m,
+                                            transformed=self.transformed[m])
+        if self.conv.use_bias:
+            outputs = outputs + self.conv.bias
+        return self.conv.activation(outputs)
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
 
 
-class TransformedKernels:
-    """Winograd-transformed kernels of the dense part, made beforehand and kept in
-    step with the kernels.
+class WinogradDense:
+    """The dense part of an inference model rewritten for CPUs: a copy of its graph
+    that shares every layer and variable with it except that each Conv2D Winograd
+    applies to is wrapped in a WinogradConv; the wrappers' transformed kernels; and
+    whether they still match the kernels.
 
-    The compiled detector reads them (winograd.precomputed_kernels) instead of
-    transforming each kernel on every call: up to 64/9 of a kernel's size written
-    and read again, 150 MB per 512x512 image for ResNet-50, which also let 16x16
-    maps (ResNet's stage 5 at 512x512) compute by Winograd. They take that memory
-    once instead (about 280 MB for ResNet-50 at 512x512).
-
-    prepare(shape): learns which (layer, tile) a molded shape uses (a trace of the
-    dense part under winograd.recording_winograd, once per shape) and makes the
-    variables holding them. ensure_current(): compares fingerprints of the kernels
-    (kernel_fingerprints) with the ones the transforms were made from and makes them
-    anew where any kernel changed, however the weights were written (load_weights,
-    set_weights, assign).
+    The model files know nothing of this: only the Detector builds it. Its transforms
+    go stale exactly when the Detector sets weights (Detector.load_weights,
+    set_weights, copy_weights_from call drop()); they are made anew, all at once,
+    before the next run (make()). Weights written past the Detector (into
+    Detector.model directly) are not seen: write them through its methods.
+    scope: a callable giving the context to make variables in (a distribution
+    strategy's scope method), or None.
     """
 
     def __init__(self, dense, scope=None):
-        self._dense = dense
-        self._scope = scope
-        self._values = {}  # layer -> {m: tf.Variable [(m+2)^2, C, K]}
+        self._scope = scope or contextlib.nullcontext  # a new context per use
+        self.convs = []
+
+        def swap(layer):
+            if winograd_applies(layer):
+                self.convs.append(WinogradConv(layer))
+                return self.convs[-1]
+            return layer
+
+        with self._scope():
+            self.model = keras.models.clone_model(dense, clone_function=swap, recursive=True)
         self._shapes = set()
-        self._made_from = None
-        self._fingerprints = self._transforms = None
-        self._entries = []  # (layer, m) in the order self._transforms returns them
+        self._current = False
+        self._transform_all = None
 
     def prepare(self, image_shape):
+        """Make the transformed kernels a molded batch of this shape needs."""
         image_shape = tuple(int(v) for v in image_shape)
         if image_shape in self._shapes:
             return
-        found = []
-        with winograd.recording_winograd(found):
-            tf.function(lambda image: self._dense(image, training=False)).get_concrete_function(
-                tf.TensorSpec(image_shape, tf.float32))
-        pairs = [(layer, m) for layer, m in found if m not in self._values.get(layer, {})]
-        with self._scope or contextlib.nullcontext():
-            for layer, m in pairs:
-                size = winograd.TRANSFORMS[m].a ** 2
-                self._values.setdefault(layer, {})[m] = tf.Variable(
-                    tf.zeros((size,) + tuple(layer.kernel.shape[2:])), trainable=False,
-                    name="{}_winograd{}".format(layer.name, m))
+        tf.function(lambda image: self.model(image, training=False)).get_concrete_function(
+            tf.TensorSpec(image_shape, tf.float32))
+        made = False
+        with self._scope():
+            for conv in self.convs:
+                for m in sorted(conv.wanted - set(conv.transformed)):
+                    size = winograd.TRANSFORMS[m].a ** 2
+                    conv.transformed[m] = tf.Variable(
+                        tf.zeros((size,) + tuple(conv.conv.kernel.shape[2:])),
+                        trainable=False, name="{}_{}".format(conv.name, m))
+                    made = True
+                conv.wanted.clear()
         self._shapes.add(image_shape)
-        if pairs:
-            layers = list(self._values)
-            entries = [(layer, m) for layer in layers for m in self._values[layer]]
-            self._fingerprints = tf.function(
-                lambda: kernel_fingerprints([layer.kernel for layer in layers]))
-            self._transforms = tf.function(
-                lambda: [winograd.transform_kernel(layer.kernel, m) for layer, m in entries],
-                jit_compile=True)
-            self._entries = entries
-            self._made_from = None
+        if made:
+            entries = [(conv, m) for conv in self.convs for m in sorted(conv.transformed)]
+            self._transform_all = (entries, tf.function(
+                lambda: [winograd.transform_kernel(conv.conv.kernel, m) for conv, m in entries],
+                jit_compile=True))
+            self._current = False
 
-    def context(self):
-        """winograd.precomputed_kernels with these transforms (for tracing)."""
-        return winograd.precomputed_kernels(self._values)
+    def drop(self):
+        """The weights were set: the transforms no longer match them."""
+        self._current = False
 
-    def ensure_current(self):
-        """Make the transforms anew if any kernel changed since they were made."""
-        if not self._values:
+    def make(self):
+        """Transform every kernel anew unless the transforms match the weights."""
+        if self._current or self._transform_all is None:
             return
-        fingerprints = np.asarray(self._fingerprints())
-        if self._made_from is not None and np.array_equal(fingerprints, self._made_from):
-            return
-        for (layer, m), value in zip(self._entries, self._transforms()):
-            self._values[layer][m].assign(value)
-        self._made_from = fingerprints
+        entries, transform = self._transform_all
+        for (conv, m), value in zip(entries, transform()):
+            conv.transformed[m].assign(value)
+        self._current = True
+
+    @property
+    def nbytes(self):
+        """Memory the transformed kernels hold (per replica)."""
+        return sum(4 * int(np.prod(v.shape)) for conv in self.convs
+                   for v in conv.transformed.values())
 
 
 class Detector:
@@ -125,8 +145,10 @@ class Detector:
     image's result is the one a single device gives.
     compiled: run the dense part (backbone, FPN, RPN) compiled by XLA, with the large
     3x3 convs of the backbone, FPN and RPN by Winograd (model.winograd) on kernels
-    transformed beforehand (TransformedKernels). Results equal the
-    plain graph's up to float32 rounding. Each new molded shape is traced and
+    transformed beforehand (WinogradDense, a rewrite of the built model's dense part
+    made here). Results equal the plain graph's up to float32 rounding. Set weights
+    through this class's methods (load_weights, set_weights, copy_weights_from): they
+    tell the rewrite that its transformed kernels are stale. Each new molded shape is traced and
     compiled anew (seconds), so None (default) compiles only where it pays: no GPU
     visible (GPUs have cuDNN's own fast convolutions) and resize_mode "square"
     (every image molds to one shape); docs/benchmarks.md has the gain on CPUs.
@@ -140,26 +162,22 @@ class Detector:
             compiled = (config.resize_mode == "square"
                         and not tf.config.list_logical_devices("GPU"))
         self.compiled = bool(compiled)
-        build = lambda: build_inference_model(  # noqa: E731
-            config, intermediate=intermediate, winograd=self.compiled)
+        build = lambda: build_inference_model(config, intermediate=intermediate)  # noqa: E731
         if devices and len(devices) > 1:
             self.strategy = tf.distribute.MirroredStrategy(devices=list(devices))
             with self.strategy.scope():
                 self.model = build()
         else:
             self.model = build()
-        self._dense = self._heads = self._kernels = None
+        self._dense = self._heads = self._winograd = None
         self._largest_batch = 0
         if self.compiled:
             dense, self._heads, self._sources = split_inference_model(self.model)
-            self._kernels = TransformedKernels(
-                dense, self.strategy.scope() if self.strategy else None)
-
-            def run_dense(image):
-                with self._kernels.context():
-                    return dense(image, training=False)
-
-            self._dense = tf.function(run_dense, jit_compile=True)
+            self._winograd = WinogradDense(
+                dense, self.strategy.scope if self.strategy else None)
+            fast = self._winograd.model
+            self._dense = tf.function(lambda image: fast(image, training=False),
+                                      jit_compile=True)
         # compiled: static shapes in every trace, which Winograd needs
         self._run = tf.function(self._forward, reduce_retracing=not self.compiled)
 
@@ -211,10 +229,37 @@ class Detector:
             joined.append(tf.concat(parts, axis=0)[:count])
         return joined
 
+    def _weights_set(self):
+        if self._winograd is not None:
+            self._winograd.drop()
+
     def load_weights(self, path, exclude_heads=False, strict=True):
         """Load .h5 weights (matterport layout); returns the LoadReport."""
         exclude = HEAD_LAYERS if exclude_heads else ()
-        return load_weights_h5(self.model, path, exclude=exclude, strict=strict)
+        try:
+            return load_weights_h5(self.model, path, exclude=exclude, strict=strict)
+        finally:
+            self._weights_set()
+
+    def set_weights(self, weights):
+        """Set the model's weights from a list of arrays (keras get_weights order)."""
+        try:
+            self.model.set_weights(weights)
+        finally:
+            self._weights_set()
+
+    def copy_weights_from(self, model):
+        """Copy the weights of the layers this model shares by name with another
+        (a training model); returns the names of the layers copied."""
+        try:
+            return copy_weights(model, self.model)
+        finally:
+            self._weights_set()
+
+    @property
+    def added_bytes(self):
+        """Memory the CPU path's transformed kernels hold per replica (0 when plain)."""
+        return self._winograd.nbytes if self._winograd is not None else 0
 
     def save_weights(self, path):
         save_weights_h5(self.model, path)
@@ -247,8 +292,8 @@ class Detector:
             self._largest_batch = max(self._largest_batch, count)
             index = np.minimum(np.arange(self._largest_batch), count - 1)
             inputs = tuple(x[index] for x in inputs)
-            self._kernels.prepare(inputs[0].shape)
-            self._kernels.ensure_current()
+            self._winograd.prepare(inputs[0].shape)
+            self._winograd.make()
         outputs = self._run(*(tf.constant(x) for x in inputs))
         return [np.asarray(o)[:count] for o in outputs], molded, windows
 

@@ -123,18 +123,17 @@ class ActiveClassIds(layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
-def _features(image, config, train_bn, winograd=False):
+def _features(image, config, train_bn):
     """Backbone, FPN and RPN: ([P2..P6], rpn_class_logits, rpn_probs, rpn_bbox)."""
-    _, c2, c3, c4, c5 = build_resnet(image, config.backbone, train_bn, stage5=True,
-                                     winograd=winograd)
-    pyramid = build_fpn(c2, c3, c4, c5, config.top_down_pyramid_size, winograd=winograd)
+    _, c2, c3, c4, c5 = build_resnet(image, config.backbone, train_bn, stage5=True)
+    pyramid = build_fpn(c2, c3, c4, c5, config.top_down_pyramid_size)
     rpn = build_rpn_model(config.rpn_anchor_stride, config.anchors_per_location,
-                          config.top_down_pyramid_size, winograd=winograd)
+                          config.top_down_pyramid_size)
     rpn_class_logits, rpn_probs, rpn_bbox = apply_rpn(rpn, pyramid)
     return pyramid, rpn_class_logits, rpn_probs, rpn_bbox
 
 
-def build_inference_model(config, intermediate=False, winograd=False):
+def build_inference_model(config, intermediate=False):
     """The detection graph.
 
     Inputs: input_image [B, H, W, bands] molded; input_image_meta [B, meta];
@@ -145,15 +144,11 @@ def build_inference_model(config, intermediate=False, winograd=False):
     With ``intermediate``, also rpn_rois [B, proposals, 4], mrcnn_class [B, r, C]
     and mrcnn_bbox [B, r, C, 4] for the first r (non-padding) proposals,
     rpn_class_logits, rpn_bbox and P2..P6, for parity checks.
-    winograd: the large 3x3 convs of the backbone, FPN and RPN by Winograd (for
-    CPUs, with the dense part compiled by XLA: see split_inference_model); same
-    weights and names.
     """
     image = keras.Input((None, None, config.bands), name="input_image")
     image_meta = keras.Input((config.image_meta_size,), name="input_image_meta")
     anchors = keras.Input((None, 4), name="input_anchors")
-    pyramid, rpn_class_logits, rpn_probs, rpn_bbox = _features(image, config, False,
-                                                                winograd)
+    pyramid, rpn_class_logits, rpn_probs, rpn_bbox = _features(image, config, False)
     rpn_rois = ProposalLayer(config.post_nms_rois_inference, config.rpn_nms_threshold,
                              config.pre_nms_limit, config.rpn_bbox_std_dev,
                              name="ROI")([rpn_probs, rpn_bbox, anchors])

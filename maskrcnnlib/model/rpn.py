@@ -10,18 +10,14 @@ conv output flattened row-major, as in matterport.
 import keras
 from keras import layers
 
-from maskrcnnlib.model.winograd import Conv2D
 
-
-def build_rpn_model(anchor_stride, anchors_per_location, depth, winograd=False):
+def build_rpn_model(anchor_stride, anchors_per_location, depth):
     """Build the shared RPN as a Keras Model named "rpn_model".
 
     anchor_stride: stride of the shared 3x3 conv; it must equal the stride the
         anchors were laid out with (config.rpn_anchor_stride).
     anchors_per_location: anchors per cell (one per anchor ratio, 3).
     depth: channels of the pyramid levels (256).
-    winograd: compute the shared 3x3 conv by Winograd on large levels (CPU
-        inference under XLA; see model.winograd); the weights are the same.
 
     Model input: feature map [B, H, W, depth].
     Model outputs, with A = (H / anchor_stride) * (W / anchor_stride)
@@ -32,9 +28,8 @@ def build_rpn_model(anchor_stride, anchors_per_location, depth, winograd=False):
     """
     feature_map = keras.Input(shape=(None, None, depth),
                               name="input_rpn_feature_map")
-    shared = Conv2D(512, (3, 3), padding="same", activation="relu",
-                    strides=anchor_stride, name="rpn_conv_shared",
-                    winograd=winograd)(feature_map)
+    shared = layers.Conv2D(512, (3, 3), padding="same", activation="relu",
+                           strides=anchor_stride, name="rpn_conv_shared")(feature_map)
     x = layers.Conv2D(2 * anchors_per_location, (1, 1), padding="valid",
                       activation="linear", name="rpn_class_raw")(shared)
     rpn_class_logits = layers.Reshape((-1, 2), name="rpn_class_reshape")(x)

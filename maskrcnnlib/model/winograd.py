@@ -23,14 +23,13 @@ The matrices come from the Cook-Toom construction on the points 0, 1, -1, 2, -2
 (and 1/2, -1/2 for m = 6) and infinity (Lavin & Gray 2016, "Fast algorithms for
 convolutional neural networks"), computed exactly with fractions.
 
-Written with keras.ops only. Shapes: channels last.
+Written with keras.ops only. Shapes: channels last. The model files know nothing of
+it: model.inference rewrites a built detector's dense part to use it on CPUs.
 """
-import contextlib
-import threading
 from fractions import Fraction
 
 import numpy as np
-from keras import layers, ops, saving
+from keras import ops
 
 OUTPUT_TILE = 4  # m: output tile side (the default)
 KERNEL = 3  # r: filter side
@@ -44,16 +43,11 @@ LARGE_TILE_POINTS = (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))
 # against 12.8 ms (three convs).
 LARGE_TILE_MIN_SIDE = 96
 LARGE_TILE_MIN_DEPTH = 128
-# Below this many output pixels per image the kernel transform (36/9 of the kernel's
-# size, redone each call) outweighs the saving: direct convolution there. Measured
-# on a 2-core AVX-512 CPU, 256 -> 512 channels: 32x32 takes 4.6 ms against 11.2 ms
-# direct, 16x16 1.9 against 3.4 ms before the kernel transform.
-MIN_PIXELS = 32 * 32
-# With the kernel transformed beforehand (precomputed_kernels) reading it, 4 times
-# the kernel's size, is what limits small maps: 16x16 still pays (3 convs 512 -> 512:
-# 11.9 ms against 17.5 ms direct), 8x8 does not (8.7 against 6.2 ms).
-MIN_PIXELS_PRECOMPUTED = 16 * 16
-_PRECOMPUTED = threading.local()
+# Below this many output pixels per image, with the kernel transformed beforehand,
+# reading it (4 to 7 times the kernel's size) outweighs the saving: direct convolution
+# there. Measured on a 2-core AVX-512 CPU (Intel), 3 convs 512 -> 512: 16x16 11.9 ms
+# against 17.5 ms direct, 8x8 8.7 against 6.2 ms.
+MIN_PIXELS = 16 * 16
 
 
 def _poly_times(p, q):
@@ -138,7 +132,8 @@ def winograd_conv3x3(inputs, kernel, m=None, transformed=None):
 
     inputs: [B, H, W, C] with static H and W. kernel: [3, 3, C, K].
     m: output tile side, 4 or 6; None: tile_for(H, W, C).
-    transformed: {m: transform_kernel(kernel, m)} computed beforehand, or None.
+    transformed: transform_kernel(kernel, m) made beforehand for the tile m this call
+        uses, or None (transformed here).
     Returns [B, H, W, K], equal to the direct convolution up to rounding.
     """
     height, width = int(inputs.shape[1]), int(inputs.shape[2])
@@ -154,83 +149,10 @@ def winograd_conv3x3(inputs, kernel, m=None, transformed=None):
                    for i in range(a) for j in range(a)])
     v = ops.matmul(ops.convert_to_tensor(t.input), ops.reshape(d, (a * a, -1)))
     v = ops.reshape(v, (a * a, -1, depth))  # [a*a, B * rows * cols, C]
-    u = (transformed or {}).get(m)
-    u = transform_kernel(kernel, m) if u is None else u
+    u = transform_kernel(kernel, m) if transformed is None else transformed
     product = ops.matmul(v, u)  # [a*a, tiles, K]
     y = ops.matmul(ops.convert_to_tensor(t.output), ops.reshape(product, (a * a, -1)))
     y = ops.reshape(y, (m, m, -1, rows, cols, filters))  # [p, q, B, rows, cols, K]
     y = ops.transpose(y, (2, 3, 0, 4, 1, 5))  # [B, rows, p, cols, q, K]
     y = ops.reshape(y, (-1, rows * m, cols * m, filters))
     return y[:, :height, :width, :]
-
-
-@contextlib.contextmanager
-def precomputed_kernels(transformed):
-    """Within this context (in this thread), a Conv2D layer found in `transformed`
-    ({layer: {m: transform_kernel(layer.kernel, m)}}, tensors or variables) that
-    computes by Winograd reads its transformed kernel from there instead of
-    transforming its kernel, and does so down to MIN_PIXELS_PRECOMPUTED output
-    pixels. Keeping them in step with the kernels is the caller's part
-    (model.inference.TransformedKernels does)."""
-    previous = getattr(_PRECOMPUTED, "kernels", None)
-    _PRECOMPUTED.kernels = {id(layer): value for layer, value in transformed.items()}
-    try:
-        yield
-    finally:
-        _PRECOMPUTED.kernels = previous
-
-
-@contextlib.contextmanager
-def recording_winograd(found):
-    """Within this context (in this thread), every Conv2D call that would compute by
-    Winograd with its kernel transformed beforehand appends (layer, m) to `found`:
-    trace a model's graph for an input shape inside it to learn which transforms
-    precomputed_kernels needs for that shape."""
-    previous = getattr(_PRECOMPUTED, "recording", None)
-    _PRECOMPUTED.recording = found
-    try:
-        yield
-    finally:
-        _PRECOMPUTED.recording = previous
-
-
-@saving.register_keras_serializable(package="maskrcnnlib")
-class Conv2D(layers.Conv2D):
-    """keras Conv2D that may compute its 3x3 'same' stride-1 convolution by Winograd.
-
-    winograd=True (inference on CPUs, under XLA) uses winograd_conv3x3 where it pays:
-    3x3 kernel, stride 1, no dilation, 'same' padding and at least MIN_PIXELS output
-    pixels of static size (MIN_PIXELS_PRECOMPUTED where precomputed_kernels holds
-    its transformed kernel); elsewhere, and with winograd=False, the layer is keras's
-    Conv2D. Variables, names and saved weights are exactly keras Conv2D's.
-    """
-
-    def __init__(self, *args, winograd=False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.winograd = bool(winograd)
-
-    @property
-    def winograd_eligible(self):
-        """True where the layer may compute by Winograd (its map's size aside)."""
-        return (self.winograd and self.data_format == "channels_last"
-                and tuple(self.kernel_size) == (3, 3) and tuple(self.strides) == (1, 1)
-                and tuple(self.dilation_rate) == (1, 1) and self.padding == "same"
-                and self.groups == 1)
-
-    def _winograd_applies(self, inputs, precomputed=False):
-        height, width = inputs.shape[1], inputs.shape[2]
-        least = MIN_PIXELS_PRECOMPUTED if precomputed else MIN_PIXELS
-        return (self.winograd_eligible and height is not None and width is not None
-                and height * width >= least)
-
-    def convolution_op(self, inputs, kernel):
-        found = getattr(_PRECOMPUTED, "recording", None)
-        if found is not None and self._winograd_applies(inputs, precomputed=True):
-            found.append((self, tile_for(*(int(v) for v in inputs.shape[1:4]))))
-        transformed = (getattr(_PRECOMPUTED, "kernels", None) or {}).get(id(self))
-        if self._winograd_applies(inputs, precomputed=transformed is not None):
-            return winograd_conv3x3(inputs, kernel, transformed=transformed)
-        return super().convolution_op(inputs, kernel)
-
-    def get_config(self):
-        return {**super().get_config(), "winograd": self.winograd}

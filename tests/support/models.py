@@ -25,7 +25,6 @@ def train_until(config, scenes, seed, target_ap50, rounds, steps_per_round=50):
     from maskrcnnlib.evaluate import ImageInstances, evaluate
     from maskrcnnlib.model.inference import Detector
     from maskrcnnlib.model.training import MaskRCNNTrainer, make_optimizer
-    from maskrcnnlib.model.weights import copy_weights
 
     import tensorflow as tf
 
@@ -51,7 +50,7 @@ def train_until(config, scenes, seed, target_ap50, rounds, steps_per_round=50):
         losses = trainer.fit(dataset, epochs=1, steps_per_epoch=steps_per_round, verbose=0)
         if not np.isfinite(losses.history["loss"][-1]):
             raise AssertionError("the loss became {}".format(losses.history["loss"][-1]))
-        copy_weights(trainer, detector.model)
+        detector.copy_weights_from(trainer)
         results = detector.detect([image for image, _, _ in scenes])
         predictions = [ImageInstances(r["masks"], r["class_ids"], r["scores"])
                        for r in results]

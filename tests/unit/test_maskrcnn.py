@@ -93,7 +93,7 @@ def test_compiled_detector_equals_the_plain_graph(monkeypatch):
     config = tiny_config(image_min_dim=256, image_max_dim=256, detection_min_confidence=0.5)
     plain = Detector(config, intermediate=True, compiled=False)
     compiled = Detector(config, intermediate=True, compiled=True)
-    compiled.model.set_weights(plain.model.get_weights())
+    compiled.set_weights(plain.model.get_weights())
     image = np.random.default_rng(2).integers(0, 255, (256, 256, 3)).astype("uint8")
     expected, _, _ = plain.raw([image])
     ours, _, _ = compiled.raw([image])
@@ -128,10 +128,10 @@ def test_compiled_detector_equals_the_plain_graph(monkeypatch):
     assert np.mean(got["masks"][..., list(mine)] != want["masks"][..., list(theirs)]) < 1e-3
 
 
-def test_compiled_detector_follows_weights_written_after_its_first_call():
-    """The kernels it transformed beforehand are made anew when the weights change,
-    whichever way they were written: its dense part's outputs (P2..P6 and the RPN's)
-    then equal the plain graph's with the new weights."""
+def test_compiled_detector_follows_weights_set_after_its_first_call(tmp_path):
+    """Its transformed kernels are made anew whenever weights are set through the
+    Detector (set_weights, load_weights, copy_weights_from): its dense part's outputs
+    (P2..P6 and the RPN's) then equal the plain graph's with the new weights."""
     keras.utils.set_random_seed(5)
     config = tiny_config(image_min_dim=128, image_max_dim=128)
     compiled = Detector(config, intermediate=True, compiled=True)
@@ -146,13 +146,20 @@ def test_compiled_detector_follows_weights_written_after_its_first_call():
         return ours
 
     first, _, _ = compiled.raw([image])
-    compiled.model.set_weights(plain.model.get_weights())
+    assert compiled.added_bytes > 0 and plain.added_bytes == 0
+    compiled.set_weights(plain.model.get_weights())
     again = assert_dense_outputs_equal()
     assert not np.allclose(first[5], again[5])  # the new weights did change P2
-    # one kernel written through its variable
-    for detector in (compiled, plain):
-        kernel = detector.model.get_layer("fpn_p2").kernel
-        kernel.assign(kernel * 2.0)
+    # a file: doubling one kernel changes P2 again
+    kernel = plain.model.get_layer("fpn_p2").kernel
+    kernel.assign(kernel * 2.0)
+    plain.save_weights(str(tmp_path / "doubled.h5"))
+    compiled.load_weights(str(tmp_path / "doubled.h5"))
+    assert_dense_outputs_equal()
+    # another model's layers by name (as training hands its weights over)
+    other = Detector(config, intermediate=True, compiled=False)
+    compiled.copy_weights_from(other.model)
+    plain.copy_weights_from(other.model)
     assert_dense_outputs_equal()
 
 

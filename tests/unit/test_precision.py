@@ -56,7 +56,6 @@ def _train(policy_precision, scenes, seed, steps):
     from maskrcnnlib.dataset.pipeline import prepare_sample, training_dataset
     from maskrcnnlib.evaluate import ImageInstances, evaluate
     from maskrcnnlib.model.inference import Detector
-    from maskrcnnlib.model.weights import copy_weights
 
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)
@@ -79,7 +78,7 @@ def _train(policy_precision, scenes, seed, steps):
     if not all(np.isfinite(w).all() for w in weights):
         raise AssertionError("{} training gave non-finite weights".format(policy))
     detector = Detector(config)  # inference as the detect module runs it: float32
-    copy_weights(trainer, detector.model)
+    detector.copy_weights_from(trainer)
     results = detector.detect([image for image, _, _ in scenes])
     figures = evaluate([ImageInstances(r["masks"], r["class_ids"], r["scores"])
                         for r in results],

@@ -1,11 +1,13 @@
-"""Winograd F(4x4, 3x3) convolution against a naive numpy convolution, and the layer."""
+"""Winograd F(4x4, 3x3) convolution against a naive numpy convolution, and the
+inference rewrite that uses it (model.inference.WinogradConv, WinogradDense)."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from maskrcnnlib.model import winograd
-from maskrcnnlib.model.winograd import Conv2D, cook_toom, tile_for, winograd_conv3x3
+from maskrcnnlib.model.inference import WinogradConv, WinogradDense
+from maskrcnnlib.model.winograd import cook_toom, tile_for, transform_kernel, winograd_conv3x3
 
 
 def naive_same_conv3x3(x, kernel):
@@ -69,39 +71,59 @@ def test_winograd_picks_the_tile_from_the_map():
     assert np.abs(auto - expected).max() <= 5e-5 * np.abs(expected).max()
 
 
-def test_layer_uses_winograd_only_where_it_applies(monkeypatch):
-    """Same outputs as keras Conv2D with the same weights; Winograd only for large
-    static 'same' stride-1 3x3 inputs of a layer built with winograd=True."""
+def test_the_wrapper_computes_its_conv_by_winograd_once_it_has_the_transform(monkeypatch):
+    """A WinogradConv gives its conv's outputs (bias and activation included) by
+    Winograd once the transformed kernel of the map's tile is there; before that, and
+    on maps under MIN_PIXELS, it is the conv itself, and it asks for the tile."""
     calls = []
     original = winograd.winograd_conv3x3
     monkeypatch.setattr(winograd, "winograd_conv3x3",
                         lambda x, k, **kw: calls.append(tuple(x.shape)) or original(x, k, **kw))
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1, 64, 48, 6)).astype("float32")
-    small = x[:, :16, :16]
-    reference = keras.layers.Conv2D(7, 3, padding="same", activation="relu")
-    ours = Conv2D(7, 3, padding="same", activation="relu", winograd=True)
-    plain = Conv2D(7, 3, padding="same", activation="relu")
-    strided = Conv2D(7, 3, strides=2, padding="same", winograd=True)
-    for layer in (reference, ours, plain, strided):
-        layer.build(x.shape)
-    weights = [rng.normal(size=w.shape).astype("float32") for w in reference.get_weights()]
-    for layer in (reference, ours, plain, strided):
-        layer.set_weights(weights)
-
-    expected = np.asarray(reference(x))
-    np.testing.assert_allclose(np.asarray(ours(x)), expected, atol=2e-5 * np.abs(expected).max())
+    conv = keras.layers.Conv2D(7, 3, padding="same", activation="relu")
+    conv.build(x.shape)
+    conv.set_weights([rng.normal(size=w.shape).astype("float32") for w in conv.get_weights()])
+    expected = np.asarray(conv(x))
+    wrapper = WinogradConv(conv)
+    np.testing.assert_array_equal(np.asarray(wrapper(x)), expected)
+    assert calls == [] and wrapper.wanted == {4}
+    wrapper.transformed[4] = tf.Variable(transform_kernel(conv.kernel, 4))
+    np.testing.assert_allclose(np.asarray(wrapper(x)), expected,
+                               atol=2e-5 * np.abs(expected).max())
     assert calls == [(1, 64, 48, 6)]
-    np.testing.assert_array_equal(np.asarray(plain(x)), expected)
-    ours(small)  # 16 x 16 output pixels: below MIN_PIXELS, direct
-    strided(x)
-    assert calls == [(1, 64, 48, 6)]
-    assert [w.path.split("/")[-1] for w in ours.weights] == ["kernel", "bias"]
+    small = x[:, :15, :16]  # 240 output cells: under MIN_PIXELS, direct
+    np.testing.assert_array_equal(np.asarray(wrapper(small)), np.asarray(conv(small)))
+    assert calls == [(1, 64, 48, 6)] and wrapper.wanted == {4}
+    # its own variables are the conv's (the transforms are not the model's weights)
+    assert {id(v) for v in wrapper.weights} == {id(conv.kernel), id(conv.bias)}
 
 
-def test_layer_round_trips_through_its_config():
-    layer = Conv2D(4, 3, padding="same", winograd=True, name="fpn_p2")
-    again = Conv2D.from_config(layer.get_config())
-    assert again.winograd and again.name == "fpn_p2" and again.filters == 4
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert isinstance(restored, Conv2D) and restored.winograd
+def test_the_rewrite_wraps_only_the_convs_winograd_applies_to_and_shares_the_rest():
+    """WinogradDense copies a model's graph with each 3x3 'same' stride-1 conv
+    (nested models too) wrapped; every other layer, and every variable, is the
+    model's own, so weights set on the model are the rewrite's."""
+    image = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="same3")(image)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="strided")(x)
+    x = keras.layers.Conv2D(8, 1, name="pointwise")(x)
+    inner_input = keras.Input((None, None, 8))
+    inner = keras.Model(inner_input, keras.layers.Conv2D(
+        4, 3, padding="same", activation="relu", name="inner3")(inner_input), name="inner")
+    model = keras.Model(image, [inner(x), inner(keras.layers.MaxPooling2D(name="pool")(x))])
+    rewrite = WinogradDense(model)
+    assert sorted(c.conv.name for c in rewrite.convs) == ["inner3", "same3"]
+    assert {id(v) for v in rewrite.model.weights} == {id(v) for v in model.weights}
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") / 4
+                       for w in model.get_weights()])
+    batch = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    rewrite.prepare(batch.shape)
+    rewrite.make()
+    # inner3 sees 32x32 and 16x16 maps (m = 4 for both: few channels)
+    assert {c.conv.name: sorted(c.transformed) for c in rewrite.convs} == {
+        "same3": [4], "inner3": [4]}
+    assert rewrite.nbytes == 4 * 36 * (3 * 8 + 8 * 4)
+    for got, want in zip(rewrite.model(batch), model(batch)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want),
+                                   atol=3e-5 * np.abs(np.asarray(want)).max())
