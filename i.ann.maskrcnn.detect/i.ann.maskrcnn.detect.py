@@ -407,6 +407,7 @@ def make_job(options, flags, classes):
 def main(options, flags):
     classes = check_options(options, flags)
     find_library()
+    from maskrcnnlib import compilecache
     from maskrcnnlib.errors import MaskRCNNError
     from maskrcnnlib.quiet import import_tensorflow
     from maskrcnnlib.detect import run_detect_job
@@ -414,6 +415,7 @@ def main(options, flags):
 
     try:
         check_tiling(int(options["tile_size"]), int(options["overlap"]))
+        compilecache.enable()  # before TensorFlow reads its XLA flags
         import_tensorflow()  # TensorFlow's own logs kept off the output (unless --verbose)
         run_detect_job(make_job(options, flags, classes), message=gs.message, percent=gs.percent,
                        warning=gs.warning)

@@ -16,6 +16,19 @@ sys.path.insert(0, str(ROOT))  # maskrcnnlib from the source tree
 sys.path.insert(0, str(ROOT / "tests"))  # tests/support
 
 
+@pytest.fixture(scope="session", autouse=True)
+def xla_cache(tmp_path_factory):
+    """XLA's compilation cache (maskrcnnlib.compilecache) in a folder of this test
+    session, for the tests and the modules they run: nothing read from or left in
+    the user's cache, and detectors of one shape compile once per session."""
+    if "MASKRCNN_XLA_CACHE" in os.environ:
+        yield os.environ["MASKRCNN_XLA_CACHE"]
+        return
+    os.environ["MASKRCNN_XLA_CACHE"] = str(tmp_path_factory.mktemp("xla_cache"))
+    yield os.environ["MASKRCNN_XLA_CACHE"]
+    del os.environ["MASKRCNN_XLA_CACHE"]
+
+
 def grass_config(key):
     result = subprocess.run(["grass", "--config", key], capture_output=True, text=True,
                             check=True)

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from maskrcnnlib import compilecache
 from maskrcnnlib.model import winograd
 from maskrcnnlib.model.anchors import anchors_for_config
 from maskrcnnlib.model.maskrcnn import build_inference_model, split_inference_model
@@ -152,12 +153,16 @@ class Detector:
     compiled anew (seconds), so None (default) compiles only where it pays: no GPU
     visible (GPUs have cuDNN's own fast convolutions) and resize_mode "square"
     (every image molds to one shape); docs/benchmarks.md has the gain on CPUs.
+    What XLA compiles is kept across processes (maskrcnnlib.compilecache), so a
+    later run of the same architecture and shape skips most of that wait.
     """
 
     def __init__(self, config, intermediate=False, devices=None, compiled=None):
         config.validate()
         self.config = config
         self.strategy = None
+        if compiled is not False:
+            compilecache.enable()  # before TensorFlow reads its XLA flags (listing devices does)
         if compiled is None:
             compiled = (config.resize_mode == "square"
                         and not tf.config.list_logical_devices("GPU"))
