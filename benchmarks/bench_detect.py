@@ -16,6 +16,11 @@ Printed ratios: peak memory of the largest size over the smallest (goal:
 <= 1.3), seconds per megapixel largest over smallest (linear time: ~1.0),
 and module time over the network's alone (the overhead of the GRASS I/O).
 
+Start-up first: the module over a region of one tile, in a fresh process with an
+empty XLA compilation cache (maskrcnnlib.compilecache: a first run on a machine) and
+again with the cache it left (every later run), against that tile's network time.
+The runs over the sizes use that cache, as a user's runs after their first.
+
 Without --model, a small ResNet-18 learns the shapes first (as the tests'
 shapes_model, about 3 minutes on 2 cores) and is cached in
 ~/.cache/i.ann.maskrcnn/bench-detect/.
@@ -144,9 +149,9 @@ def network_seconds_per_tile(model, tile_size, runs=5):
     return float(np.median(times))
 
 
-def run_module(size, bands, model, args, log):
+def run_module(size, bands, model, args, log, output=None):
     command = [sys.executable, "-c", WRAPPER, log, DETECT, "input=" + ",".join(bands),
-               "model=" + model, "output=found{}".format(size),
+               "model=" + model, "output=" + (output or "found{}".format(size)),
                "tile_size={}".format(args.tile_size), "overlap={}".format(args.overlap),
                "batch_size={}".format(args.batch_size), "--overwrite"]
     result = json.loads(subprocess.run(command, capture_output=True, text=True,
@@ -187,6 +192,17 @@ def main():
         start_grass(folder)
         import grass.script as gs
 
+        os.environ["MASKRCNN_XLA_CACHE"] = os.path.join(folder, "xla")
+        os.environ.pop("TF_XLA_FLAGS", None)
+        bands = make_scene(SMALLEST)
+        gs.run_command("g.region", n=SMALLEST, s=SMALLEST - args.tile_size, w=0,
+                       e=args.tile_size, res=1)
+        startup = {}
+        for state in ("cold", "warm"):
+            log = os.path.join(folder, "detect_one_tile_{}.log".format(state))
+            startup[state] = run_module(args.tile_size, bands, model, args, log,
+                                        output="one_tile_" + state)["seconds"]
+            print("one tile, {} XLA cache: {:.1f} s".format(state, startup[state]), flush=True)
         rows = []
         for size in sizes:
             bands = make_scene(size)
@@ -223,6 +239,10 @@ def main():
     print()
     print("network alone: {:.3f} s per {}x{} tile (Detector.detect, batch 1)".format(
         per_tile, args.tile_size, args.tile_size))
+    print("start-up: the module over one tile takes {:.1f} s with an empty XLA cache, "
+          "{:.1f} s with the cache of an earlier run; cached / empty {:.2f}; "
+          "the tile's network alone {:.2f} s".format(
+              startup["cold"], startup["warm"], startup["warm"] / startup["cold"], per_tile))
     print("peak memory {0}x{0} / {1}x{1}: {2:.2f} (goal <= 1.3)".format(
         large["size"], small["size"], large["peak_kib"] / small["peak_kib"]))
     print("seconds per megapixel {0}x{0} / {1}x{1}: {2:.2f} (linear: 1.0)".format(

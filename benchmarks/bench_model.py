@@ -30,7 +30,7 @@ Prints a table and ends with `train_step ours/torchvision R`,
 
     python3 benchmarks/bench_model.py [--runs 5] [--threads 2] [--size 512]
         [--matterport-path /tmp/mrcnn-tf2 [--matterport-python /tmp/mpvenv/bin/python]]
-        [--torch-venv DIR] [--torch-resize native|default] [--ours-plain]
+        [--torch-venv DIR] [--torch-resize native|default] [--ours-plain] [--ours-bf16]
         [--skip-train] [--profile]
 """
 import argparse
@@ -306,6 +306,9 @@ def start_engines(logdir, weights, torch_python):
         if ARGS.ours_plain:
             start("ours-plain", ARGS.python, "worker_ours.py", [ARGS.size, weights, "plain"],
                   cap)
+        if ARGS.ours_bf16:
+            start("ours-bf16", ARGS.python, "worker_ours.py", [ARGS.size, weights, "bfloat16"],
+                  cap)
         if ARGS.matterport_path:
             start("matterport", ARGS.matterport_python, "worker_matterport.py",
                   [ARGS.size, weights, os.path.abspath(ARGS.matterport_path)], cap)
@@ -381,6 +384,9 @@ def report(infos, found, cap):
     if "ours-plain" in infos:
         print("ours vs ours-plain detections: " + compare_detections(
             infos["ours"]["result"], infos["ours-plain"]["result"]))
+    if "ours-bf16" in infos:
+        print("ours vs ours-bf16 detections: " + compare_detections(
+            infos["ours"]["result"], infos["ours-bf16"]["result"]))
     if found["profile"]:
         print_profile(found["profile"])
     if found["train"]:
@@ -436,6 +442,11 @@ def main():
             ratio(found["infer"], "ours", "ours-plain")))
     print("inference ours/torchvision {:.3f}".format(
         ratio(found["infer"], "ours", "torchvision")))
+    if "ours-bf16" in found["infer"]:
+        for peer in ("matterport", "torchvision", "ours"):
+            if peer in found["infer"]:
+                print("inference ours-bf16/{} {:.3f}".format(
+                    peer, ratio(found["infer"], "ours-bf16", peer)))
 
 
 def add_environment_options(ap):
@@ -471,6 +482,9 @@ def parse_args():
                     help="'native' (min_size = max_size = --size: torchvision works at the "
                          "image's size, as ours) or 'default' (its own resizing of the "
                          "shorter side to 800 px)")
+    ap.add_argument("--ours-bf16", action="store_true",
+                    help="also time our detector in bfloat16 (Detector(precision='bfloat16'), "
+                         "the plain graph on oneDNN) as 'ours-bf16'")
     ap.add_argument("--ours-plain", action="store_true",
                     help="also time our plain graph (no XLA, no Winograd) as 'ours-plain'")
     ap.add_argument("--skip-train", action="store_true", help="no training-step timing")

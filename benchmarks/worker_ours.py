@@ -2,8 +2,9 @@
 on TensorFlow).
 
 Run by the driver in our environment: python worker_ours.py THREADS SIZE WEIGHTS_H5
-[plain]. With "plain", the detector runs the plain graph (Detector(compiled=False):
-no XLA, no Winograd) instead of the CPU default.
+[plain|bfloat16]. With "plain", the detector runs the plain graph
+(Detector(compiled=False): no XLA, no Winograd) instead of the CPU default; with
+"bfloat16", Detector(precision="bfloat16").
 Writes WEIGHTS_H5 (parity_weights, seed 20181, from our model's own layout) if it
 does not exist yet, so that matterport's worker can load the very same file.
 """
@@ -16,6 +17,7 @@ import _bench_common as common  # noqa: E402
 
 THREADS, SIZE, WEIGHTS = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 PLAIN = sys.argv[4:] == ["plain"]
+BF16 = sys.argv[4:] == ["bfloat16"]
 common.limit_threads(THREADS)
 sys.path.insert(0, common.REPO)
 sys.path.insert(0, common.FIXTURES)
@@ -55,7 +57,8 @@ def model_layout(model):
 
 def load(cap=common.MAX_DETECTIONS):
     start = time.perf_counter()
-    detector = Detector(inference_config(cap), compiled=False if PLAIN else None)
+    detector = Detector(inference_config(cap), compiled=False if PLAIN else None,
+                        precision="bfloat16" if BF16 else "float32")
     if not os.path.exists(WEIGHTS):
         layout = model_layout(detector.model)
         arrays = parity_weights.generate_arrays(layout, common.WEIGHT_SEED)

@@ -171,6 +171,16 @@
 # % guisection: Tiling
 # %end
 
+# %option
+# % key: precision
+# % type: string
+# % label: Numeric precision of the network
+# % description: float32: the same results on every CPU; bfloat16: faster on CPUs with native bfloat16 (AVX512_BF16, AMX), scores and outlines may differ slightly; auto: bfloat16 on such CPUs, else float32
+# % options: float32,bfloat16,auto
+# % answer: float32
+# % guisection: Tiling
+# %end
+
 # %option G_OPT_M_NPROCS
 # % key: nprocs
 # % type: integer
@@ -401,7 +411,8 @@ def make_job(options, flags, classes):
         if options["smoothing_threshold"] else None,
         orthogonal=flags["o"], instances=options["instances"] or None,
         scores=options["scores"] or None, resample=flags["r"],
-        nprocs=int(options["nprocs"]), memory=int(options["memory"]), flips=flags["t"])
+        nprocs=int(options["nprocs"]), memory=int(options["memory"]), flips=flags["t"],
+        precision=options["precision"] or "float32")
 
 
 def main(options, flags):

@@ -54,6 +54,7 @@ class DetectJob:
     nprocs: int = 0  # TensorFlow's CPU threads (maskrcnnlib.threads); 0: all cores
     memory: int = 300  # MB for the pixel buffers: strips, tiles, batches, raster strips
     flips: bool = False  # -t: masks averaged over each tile and its two flips (maskrcnnlib.flips)
+    precision: str = "float32"  # or "bfloat16", or "auto" (detection_precision)
 
 
 def detection_config(job):
@@ -363,6 +364,22 @@ def _min_area(job):
     return MIN_AREA_CELLS * region["nsres"] * region["ewres"]
 
 
+def detection_precision(precision, devices=None, flags=None):
+    """(Detector precision, reason) for the job's precision= on this machine: "auto"
+    is bfloat16 on a CPU with native bfloat16 (as training's precision=auto) and
+    float32 on GPUs and other CPUs. devices: the device names detection runs on."""
+    from maskrcnnlib.model.training import compute_precision
+
+    if precision not in ("float32", "bfloat16", "auto"):
+        raise DetectionError("precision must be float32, bfloat16 or auto, got {!r}".format(
+            precision))
+    if precision != "auto":
+        return precision, "precision=" + precision
+    on_gpu = any("GPU" in name.upper() for name in devices or ())
+    policy, reason = compute_precision("auto", on_gpu, flags)
+    return ("bfloat16" if policy == "mixed_bfloat16" else "float32"), reason
+
+
 def _detect(job, config, images, writer, message, percent, sources):
     """Load the model and detect in each image (band list) into writer; sources: the
     ``source`` text of each image."""
@@ -370,7 +387,10 @@ def _detect(job, config, images, writer, message, percent, sources):
     from maskrcnnlib.model.inference import Detector
 
     devices = detection_devices()
-    detector = Detector(config, devices=devices)
+    precision, reason = detection_precision(job.precision, devices)
+    if job.precision != "float32":
+        message("{}: the network computes in {}".format(reason, precision))
+    detector = Detector(config, devices=devices, precision=precision)
     if detector.replicas > 1:
         message("Detecting on {} GPUs, {} tiles each per step".format(
             detector.replicas, job.batch_size))

@@ -15,7 +15,13 @@ from maskrcnnlib.model import winograd
 from maskrcnnlib.model.anchors import anchors_for_config
 from maskrcnnlib.model.maskrcnn import build_inference_model, split_inference_model
 from maskrcnnlib.model.molding import mold_input, unmold_detections
+from maskrcnnlib.model.training import dtype_policy
 from maskrcnnlib.model.weights import HEAD_LAYERS, copy_weights, load_weights_h5, save_weights_h5
+
+
+# Detector precisions and the keras dtype policies their layers compute in (weights
+# are float32 either way).
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
 def winograd_applies(layer):
@@ -144,6 +150,11 @@ class Detector:
     devices: with two or more (e.g. every visible GPU), each batch is split among
     them (tf.distribute.MirroredStrategy), a share of its images per device; every
     image's result is the one a single device gives.
+    precision: "float32" (default), or "bfloat16": every layer computes in bfloat16
+    (keras mixed_bfloat16; weights and outputs stay float32) on the plain graph,
+    where oneDNN uses the CPU's native bfloat16 instructions (AVX512_BF16, AMX);
+    not compiled. Scores and masks differ slightly from float32's (a test checks
+    mask AP on a trained model within 0.01).
     compiled: run the dense part (backbone, FPN, RPN) compiled by XLA, with the large
     3x3 convs of the backbone, FPN and RPN by Winograd (model.winograd) on kernels
     transformed beforehand (WinogradDense, a rewrite of the built model's dense part
@@ -157,9 +168,18 @@ class Detector:
     later run of the same architecture and shape skips most of that wait.
     """
 
-    def __init__(self, config, intermediate=False, devices=None, compiled=None):
+    def __init__(self, config, intermediate=False, devices=None, compiled=None,
+                 precision="float32"):
         config.validate()
+        if precision not in PRECISIONS:
+            raise ValueError("precision must be one of {}, got {!r}".format(
+                ", ".join(PRECISIONS), precision))
+        if precision == "bfloat16":
+            if compiled:
+                raise ValueError("the compiled path computes in float32 only")
+            compiled = False
         self.config = config
+        self.precision = precision
         self.strategy = None
         if compiled is not False:
             compilecache.enable()  # before TensorFlow reads its XLA flags (listing devices does)
@@ -167,7 +187,10 @@ class Detector:
             compiled = (config.resize_mode == "square"
                         and not tf.config.list_logical_devices("GPU"))
         self.compiled = bool(compiled)
-        build = lambda: build_inference_model(config, intermediate=intermediate)  # noqa: E731
+        def build():
+            with dtype_policy(PRECISIONS[precision]):
+                return build_inference_model(config, intermediate=intermediate)
+
         if devices and len(devices) > 1:
             self.strategy = tf.distribute.MirroredStrategy(devices=list(devices))
             with self.strategy.scope():
@@ -300,7 +323,7 @@ class Detector:
             self._winograd.prepare(inputs[0].shape)
             self._winograd.make()
         outputs = self._run(*(tf.constant(x) for x in inputs))
-        return [np.asarray(o)[:count] for o in outputs], molded, windows
+        return [np.asarray(o, dtype=np.float32)[:count] for o in outputs], molded, windows
 
     def detect(self, images):
         """Per image a dict: rois [N, 4], class_ids [N], scores [N], masks [H, W, N]."""

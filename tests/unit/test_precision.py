@@ -114,3 +114,41 @@ def test_bfloat16_training_reaches_the_accuracy_of_float32():
 
 
 STEPS = 300
+
+
+def test_bfloat16_inference_keeps_the_mask_ap_of_float32(shapes_model):
+    """The trained shapes model on scenes it never saw, detected in float32 (the
+    compiled CPU path) and in bfloat16: bfloat16's mask AP50, AP75 and mAP at most
+    0.01 below float32's (rounding may as well gain: 0.537 against 0.526 mAP when
+    this test was written, on the 2-core Zen 5 EPYC with native bfloat16)."""
+    from maskrcnnlib.evaluate import ImageInstances, evaluate
+    from maskrcnnlib.modelcard import config_for_weights
+    from maskrcnnlib.model.inference import Detector
+
+    config = config_for_weights(str(shapes_model))
+    rng = np.random.default_rng(77)
+    scenes = [shapes_scene(rng, class_colors=True) for _ in range(8)]
+    references = [ImageInstances(masks, ids) for _, masks, ids in scenes]
+    figures = {}
+    for precision in ("float32", "bfloat16"):
+        detector = Detector(config, precision=precision)
+        detector.load_weights(str(shapes_model))
+        assert not (precision == "bfloat16" and detector.compiled)
+        results = detector.detect([image for image, _, _ in scenes])
+        assert all(r["scores"].dtype == np.float32 for r in results)
+        figures[precision] = evaluate(
+            [ImageInstances(r["masks"], r["class_ids"], r["scores"]) for r in results],
+            references)
+    print(figures)
+    assert figures["float32"]["AP50"] >= 0.9, figures  # a model worth comparing
+    for key in ("AP50", "AP75", "mAP"):
+        assert figures["bfloat16"][key] >= figures["float32"][key] - 0.01, (key, figures)
+
+
+def test_bfloat16_detector_refuses_the_compiled_path():
+    from maskrcnnlib.model.inference import Detector
+
+    with pytest.raises(ValueError, match="float32 only"):
+        Detector(small_config(), precision="bfloat16", compiled=True)
+    with pytest.raises(ValueError, match="precision must be"):
+        Detector(small_config(), precision="half")

@@ -1,0 +1,54 @@
+"""precision= of i.ann.maskrcnn.detect: bfloat16 finds the objects float32 finds, with
+nearly the same outlines and scores; auto picks by the CPU (issue 20, item 3)."""
+import pytest
+
+from maskrcnnlib.detect import detection_precision
+from maskrcnnlib.errors import DetectionError
+from test_detect_module import DETECT, object_cells, said, seam_scene, vector_rows  # noqa: F401
+
+pytestmark = pytest.mark.grass
+TILING = {"tile_size": 128, "overlap": 32}
+
+
+def found(name):
+    """[(class, score, set of cells)] of a vector map's objects."""
+    cells = object_cells(name)
+    rows = {int(row[0]): row for row in vector_rows(name)}
+    return [(rows[cat][1], float(rows[cat][3]), cells[cat]) for cat in cells]
+
+
+def test_bfloat16_finds_what_float32_finds(run_module, shapes_model, seam_scene):
+    bands, objects = seam_scene
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        name = "precision_" + precision
+        result = run_module(DETECT, input=",".join(bands), model=shapes_model, output=name,
+                            precision=precision, **TILING)
+        assert result.returncode == 0, result.stderr
+        runs[precision] = found(name)
+        if precision == "bfloat16":
+            assert "precision=bfloat16: the network computes in bfloat16" in said(result)
+        else:
+            assert "precision" not in said(result)
+    assert len(runs["float32"]) == len(objects) == len(runs["bfloat16"])
+    for kind, score, cells in runs["float32"]:
+        # its bfloat16 twin: same class, outline overlapping at IoU >= 0.9, score within 0.02
+        twins = [(k, s, c) for k, s, c in runs["bfloat16"]
+                 if len(cells & c) >= 0.9 * len(cells | c)]
+        assert len(twins) == 1, (kind, score, len(cells))
+        assert twins[0][0] == kind and abs(twins[0][1] - score) <= 0.02
+
+
+@pytest.mark.parametrize("flags, devices, expected", [
+    ({"avx2", "avx512f", "avx512_bf16"}, ["/cpu:0"], "bfloat16"),
+    ({"avx2", "amx_bf16", "amx_tile"}, ["/cpu:0"], "bfloat16"),
+    ({"avx2", "fma"}, ["/cpu:0"], "float32"),
+    ({"avx2", "avx512_bf16"}, ["/job:localhost/replica:0/task:0/device:GPU:0"], "float32"),
+])
+def test_auto_is_bfloat16_on_cpus_with_native_bfloat16_only(flags, devices, expected):
+    precision, reason = detection_precision("auto", devices, flags)
+    assert precision == expected and reason.startswith("precision=auto")
+    assert detection_precision("float32", devices, flags) == ("float32", "precision=float32")
+    assert detection_precision("bfloat16", devices, flags)[0] == "bfloat16"
+    with pytest.raises(DetectionError, match="precision must be"):
+        detection_precision("half", devices, flags)
