@@ -24,6 +24,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 from _bench_common import limit_threads  # noqa: E402
+from bench_train import cpu_description  # noqa: E402
 
 # (side, input channels, output channels, convs a round): the maps of a ResNet/FPN/RPN
 # at 256 to 1024 molded pixels around the thresholds
@@ -32,17 +33,6 @@ CASES = [
     (64, 128, 128, 4), (64, 256, 512, 1), (96, 128, 128, 2), (96, 256, 256, 1),
     (128, 64, 64, 3), (128, 256, 256, 1), (128, 256, 512, 1), (256, 256, 256, 1),
 ]
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def runners(side, depth, filters, convs):
@@ -84,8 +74,7 @@ def main():
     limit_threads(args.threads)
     from maskrcnnlib.model import winograd
 
-    print("CPU: {} ({} cores), {} threads, {} rounds".format(
-        cpu_name(), os.cpu_count(), args.threads, args.runs))
+    print("CPU: {}, {} threads, {} rounds".format(cpu_description(), args.threads, args.runs))
     print("{:>18} {:>9} {:>9} {:>9}  fastest  today's choice".format(
         "map (side, C->K, n)", "direct", "F(4x4)", "F(6x6)"))
     best = {}
