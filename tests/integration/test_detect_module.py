@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from support.grass_helpers import write_bands
 from support.shapes import CLASS_COLORS
 
 pytestmark = pytest.mark.grass
@@ -17,16 +18,9 @@ DETECT = str(ROOT / "i.ann.maskrcnn.detect" / "i.ann.maskrcnn.detect.py")
 
 
 def write_scene(name, image, grass_session):
-    """Three band rasters holding image [rows, cols, 3] in the current region."""
-    from grass.script import array as garray
-
-    maps = []
-    for band in range(image.shape[2]):
-        raster = garray.array(dtype=np.float64)
-        raster[...] = image[:, :, band]
-        raster.write(f"{name}_{band}", overwrite=True)
-        maps.append(f"{name}_{band}")
-    return maps
+    """Three band rasters holding image [rows, cols, 3] in the current region: their
+    names."""
+    return write_bands(image, name).split(",")
 
 
 @pytest.fixture
