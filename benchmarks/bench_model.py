@@ -447,6 +447,20 @@ def main():
             if peer in found["infer"]:
                 print("inference ours-bf16/{} {:.3f}".format(
                     peer, ratio(found["infer"], "ours-bf16", peer)))
+    # A peer whose rounds spread widely (matterport's engine alternated between two
+    # speeds on the Zen 5 EPYC) makes the ratio of medians depend on how many slow
+    # rounds it had: the ratios of the minima are printed beside them.
+    times = found["infer"]
+    for name in sorted(times):
+        spread = max(times[name]) / min(times[name])
+        if spread > 1.5:
+            print("note: {}'s rounds spread {:.2f}x (slowest/fastest); compare the ratios "
+                  "of the minima".format(name, spread))
+    for mine in ("ours", "ours-bf16"):
+        for peer in ("matterport", "torchvision"):
+            if mine in times and peer in times:
+                print("inference {}/{} ratio of the minima {:.3f}".format(
+                    mine, peer, min(times[mine]) / min(times[peer])))
 
 
 def add_environment_options(ap):
