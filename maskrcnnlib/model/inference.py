@@ -160,10 +160,11 @@ class Detector:
     transformed beforehand (WinogradDense, a rewrite of the built model's dense part
     made here). Results equal the plain graph's up to float32 rounding. Set weights
     through this class's methods (load_weights, set_weights, copy_weights_from): they
-    tell the rewrite that its transformed kernels are stale. Each new molded shape is traced and
-    compiled anew (seconds), so None (default) compiles only where it pays: no GPU
-    visible (GPUs have cuDNN's own fast convolutions) and resize_mode "square"
-    (every image molds to one shape); docs/benchmarks.md has the gain on CPUs.
+    tell the rewrite that its transformed kernels are stale. Each new molded shape
+    is traced and compiled anew (seconds), so None (default) compiles only where it
+    pays: no GPU visible (GPUs have cuDNN's own fast convolutions) and resize_mode
+    "square" (every image molds to one shape); docs/benchmarks.md has the gain on
+    CPUs.
     What XLA compiles is kept across processes (maskrcnnlib.compilecache), so a
     later run of the same architecture and shape skips most of that wait.
     """

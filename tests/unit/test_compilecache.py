@@ -7,7 +7,8 @@ from maskrcnnlib import compilecache
 
 
 def test_the_folder_is_per_tensorflow_version_and_cpu(tmp_path):
-    environ = {"MASKRCNN_XLA_CACHE": str(tmp_path / "cache"), "TF_XLA_FLAGS": "--tf_xla_auto_jit=0"}
+    environ = {"MASKRCNN_XLA_CACHE": str(tmp_path / "cache"),
+               "TF_XLA_FLAGS": "--tf_xla_auto_jit=0"}
     folder = compilecache.enable(environ)
     assert os.path.isdir(folder)
     assert os.path.dirname(folder) == str(tmp_path / "cache")
