@@ -16,10 +16,14 @@ Printed ratios: peak memory of the largest size over the smallest (goal:
 <= 1.3), seconds per megapixel largest over smallest (linear time: ~1.0),
 and module time over the network's alone (the overhead of the GRASS I/O).
 
-Start-up first: the module over a region of one tile, in a fresh process with an
-empty XLA compilation cache (maskrcnnlib.compilecache: a first run on a machine) and
-again with the cache it left (every later run), against that tile's network time.
-The runs over the sizes use that cache, as a user's runs after their first.
+Start-up first: the module over a region of one tile, compiled (as it would be
+without maskrcnnlib.detect's COMPILE_FROM_TILES) in a fresh process with an empty
+XLA compilation cache (maskrcnnlib.compilecache: a first run on a machine) and again
+with the cache it left (every later run), then as the module runs it by default
+(one tile: a plain graph), against that tile's network time. The runs over the
+sizes use that cache, as a user's runs after their first. With --compile-both each
+size also runs compiled and uncompiled (MASKRCNN_COMPILE_FROM_TILES 0 and 1e9),
+which shows where compiling starts to pay.
 
 Without --model, a small ResNet-18 learns the shapes first (as the tests'
 shapes_model, about 3 minutes on 2 cores) and is cached in
@@ -149,13 +153,19 @@ def network_seconds_per_tile(model, tile_size, runs=5):
     return float(np.median(times))
 
 
-def run_module(size, bands, model, args, log, output=None):
+def run_module(size, bands, model, args, log, output=None, compile_from=None):
+    """The module over the current region; compile_from: MASKRCNN_COMPILE_FROM_TILES
+    (None: the module's default)."""
+    env = dict(os.environ)
+    env.pop("MASKRCNN_COMPILE_FROM_TILES", None)
+    if compile_from is not None:
+        env["MASKRCNN_COMPILE_FROM_TILES"] = str(compile_from)
     command = [sys.executable, "-c", WRAPPER, log, DETECT, "input=" + ",".join(bands),
                "model=" + model, "output=" + (output or "found{}".format(size)),
                "tile_size={}".format(args.tile_size), "overlap={}".format(args.overlap),
                "batch_size={}".format(args.batch_size), "--overwrite"]
     result = json.loads(subprocess.run(command, capture_output=True, text=True,
-                                       check=True).stdout)
+                                       check=True, env=env).stdout)
     if result["rc"] != 0:
         with open(log) as stream:
             sys.exit("i.ann.maskrcnn.detect failed at {0}x{0}:\n{1}".format(
@@ -175,6 +185,8 @@ def main():
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile-both", action="store_true",
+                        help="run each size compiled and uncompiled as well")
     parser.add_argument("--model", help="a .h5 with its card (default: train the shapes "
                         "model once, cached)")
     args = parser.parse_args()
@@ -198,11 +210,16 @@ def main():
         gs.run_command("g.region", n=SMALLEST, s=SMALLEST - args.tile_size, w=0,
                        e=args.tile_size, res=1)
         startup = {}
-        for state in ("cold", "warm"):
+        for state in ("cold", "warm", "default"):
             log = os.path.join(folder, "detect_one_tile_{}.log".format(state))
             startup[state] = run_module(args.tile_size, bands, model, args, log,
-                                        output="one_tile_" + state)["seconds"]
-            print("one tile, {} XLA cache: {:.1f} s".format(state, startup[state]), flush=True)
+                                        output="one_tile_" + state,
+                                        compile_from=None if state == "default" else 0
+                                        )["seconds"]
+            print("one tile, {}: {:.1f} s".format({
+                "cold": "compiled, empty XLA cache", "warm": "compiled, warm XLA cache",
+                "default": "the module's default (uncompiled)"}[state], startup[state]),
+                flush=True)
         rows = []
         for size in sizes:
             bands = make_scene(size)
@@ -212,8 +229,22 @@ def main():
             # blocks whose object lies wholly inside the raster
             expected = sum(1 for k in range(size // SPACING + 1)
                            if SPACING * k + HALF + RADIUS < size) ** 2
-            rows.append(dict(result, size=size, areas=topology["areas"], expected=expected,
-                             tiles=tile_count(size, args.tile_size, args.overlap)))
+            row = dict(result, size=size, areas=topology["areas"], expected=expected,
+                       tiles=tile_count(size, args.tile_size, args.overlap))
+            if args.compile_both:
+                # alternated: compiled, uncompiled, compiled, uncompiled
+                for run in range(2):
+                    for key, value in (("compiled", 0), ("plain", 1e9)):
+                        log = os.path.join(folder, "detect_{}_{}.log".format(size, key))
+                        seconds = run_module(size, bands, model, args, log,
+                                             output="found{}_{}".format(size, key),
+                                             compile_from=value)["seconds"]
+                        row[key] = min(row.get(key, seconds), seconds)
+                print("{0}x{0}, {1} tiles: compiled {2:.1f} s, uncompiled {3:.1f} s, "
+                      "compiled / uncompiled {4:.2f}".format(
+                          size, row["tiles"], row["compiled"], row["plain"],
+                          row["compiled"] / row["plain"]), flush=True)
+            rows.append(row)
             print("{0}x{0}: {1:.1f} s, peak {2:.0f} MiB, {3} areas ({4} objects drawn)".format(
                 size, result["seconds"], result["peak_kib"] / 1024, topology["areas"],
                 expected), flush=True)
@@ -239,10 +270,16 @@ def main():
     print()
     print("network alone: {:.3f} s per {}x{} tile (Detector.detect, batch 1)".format(
         per_tile, args.tile_size, args.tile_size))
-    print("start-up: the module over one tile takes {:.1f} s with an empty XLA cache, "
-          "{:.1f} s with the cache of an earlier run; cached / empty {:.2f}; "
-          "the tile's network alone {:.2f} s".format(
-              startup["cold"], startup["warm"], startup["warm"] / startup["cold"], per_tile))
+    print("start-up: the module over one tile takes {:.1f} s compiled with an empty XLA "
+          "cache, {:.1f} s compiled with the cache of an earlier run (cached / empty "
+          "{:.2f}), {:.1f} s uncompiled as by default (/ cached {:.2f}); the tile's "
+          "network alone {:.2f} s".format(
+              startup["cold"], startup["warm"], startup["warm"] / startup["cold"],
+              startup["default"], startup["default"] / startup["warm"], per_tile))
+    if args.compile_both:
+        print("module compiled / uncompiled (the better of two runs each): " + ", ".join(
+            "{} tiles {:.2f}".format(row["tiles"], row["compiled"] / row["plain"])
+            for row in rows))
     print("peak memory {0}x{0} / {1}x{1}: {2:.2f} (goal <= 1.3)".format(
         large["size"], small["size"], large["peak_kib"] / small["peak_kib"]))
     print("seconds per megapixel {0}x{0} / {1}x{1}: {2:.2f} (linear: 1.0)".format(

@@ -19,6 +19,16 @@ from maskrcnnlib.modelcard import config_for_weights, read_card
 # default min_area, in cells of the region: an object of fewer is speckle of the mask
 MIN_AREA_CELLS = 4
 
+# On a CPU the Detector can compile its dense part with XLA and Winograd convolutions
+# (maskrcnnlib.model.inference): each 512 x 512 tile then takes 0.12 to 0.2 s less
+# (ResNet-18 to ResNet-101 with the default 256-channel pyramid, 2 cores), but the
+# first tile waits 3 to 7 s longer with compilecache's cache of an earlier run and 7
+# to 11 s without. Compiling pays from 25 to 60 such tiles (docs/benchmarks.md; later
+# for small pyramids, whose convolutions gain less); below COMPILE_FROM_TILES the
+# network runs as a plain graph. The environment variable overrides it (0: always).
+COMPILE_FROM_TILES = 40
+COMPILE_VARIABLE = "MASKRCNN_COMPILE_FROM_TILES"
+
 
 @dataclass
 class DetectJob:
@@ -219,6 +229,7 @@ def run_detect_job(job, message=print, percent=lambda *a: None, warning=print,
 
     if job.memory is not None and job.memory < 0:
         raise DetectionError("memory must be 0 (no cap) or more MB, got {}".format(job.memory))
+    compile_threshold()  # a bad MASKRCNN_COMPILE_FROM_TILES fails before the slow parts
     threads = limit_threads(job.nprocs)  # before TensorFlow runs anything
     if threads:
         message("nprocs={}: TensorFlow computes on {} threads, {} steps at once".format(
@@ -380,6 +391,31 @@ def detection_precision(precision, devices=None, flags=None):
     return ("bfloat16" if policy == "mixed_bfloat16" else "float32"), reason
 
 
+def compile_threshold(environ=None):
+    """Tiles of 512 x 512 from which detection compiles on a CPU (COMPILE_VARIABLE or
+    COMPILE_FROM_TILES)."""
+    environ = os.environ if environ is None else environ
+    text = environ.get(COMPILE_VARIABLE, "").strip()
+    if not text:
+        return COMPILE_FROM_TILES
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not value >= 0:
+        raise DetectionError("{} must be a number of tiles, 0 or more, got {!r}".format(
+            COMPILE_VARIABLE, text))
+    return value
+
+
+def tile_work(config, tiles, flips):
+    """The network's work for a run of tiles, in tiles of 512 x 512: each tile molds
+    to a square of config.image_max_dim (square mode) and runs three times with
+    flips."""
+    side = config.image_max_dim if config.resize_mode == "square" else 512
+    return tiles * (side / 512.0) ** 2 * (3 if flips else 1)
+
+
 def _detect(job, config, images, writer, message, percent, sources):
     """Load the model and detect in each image (band list) into writer; sources: the
     ``source`` text of each image."""
@@ -390,7 +426,22 @@ def _detect(job, config, images, writer, message, percent, sources):
     precision, reason = detection_precision(job.precision, devices)
     if job.precision != "float32":
         message("{}: the network computes in {}".format(reason, precision))
-    detector = Detector(config, devices=devices, precision=precision)
+    compiled = None  # the Detector's choice: compiled on a CPU in square mode
+    on_cpu = not any("GPU" in name.upper() for name in devices)
+    if on_cpu and precision == "float32" and config.resize_mode == "square":
+        from maskrcnnlib.grassio.region import region_info
+        from maskrcnnlib.tiling import tile_grid
+
+        region = region_info()
+        grid = tile_grid(region["rows"], region["cols"], job.tile_size, job.overlap)
+        tiles = len(images) * sum(len(row) for row in grid)
+        work, threshold = tile_work(config, tiles, job.flips), compile_threshold()
+        if work < threshold:
+            compiled = False
+            message("{} tiles: the network runs as a plain graph (compiling it pays from "
+                    "about {:g} tiles of 512 x 512; {})".format(tiles, threshold,
+                                                               COMPILE_VARIABLE))
+    detector = Detector(config, devices=devices, precision=precision, compiled=compiled)
     if detector.replicas > 1:
         message("Detecting on {} GPUs, {} tiles each per step".format(
             detector.replicas, job.batch_size))

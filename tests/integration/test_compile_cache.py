@@ -1,6 +1,8 @@
 """XLA's compilation cache across runs of i.ann.maskrcnn.detect (maskrcnnlib.compilecache):
 the first run of a model shape leaves its compiled dense part in the cache folder, a
-second run loads it instead of compiling (nothing new written) and finds the same."""
+second run loads it instead of compiling (nothing new written) and finds the same.
+And a region too small for compiling to pay runs uncompiled (maskrcnnlib.detect
+COMPILE_FROM_TILES): nothing compiled, the same objects."""
 import os
 
 import pytest
@@ -27,6 +29,7 @@ def test_a_second_run_loads_what_the_first_compiled(run_module, grass_session, s
     folder = tmp_path / "xla"
     env = {key: value for key, value in grass_session.items() if key != "TF_XLA_FLAGS"}
     env["MASKRCNN_XLA_CACHE"] = str(folder)
+    env["MASKRCNN_COMPILE_FROM_TILES"] = "0"  # compile even these few small tiles
     result = run_module(DETECT, input=",".join(bands), model=shapes_model, output="cache_a",
                         env=env, **TILING)
     assert result.returncode == 0, result.stderr
@@ -47,3 +50,45 @@ def test_a_second_run_loads_what_the_first_compiled(run_module, grass_session, s
     assert result.returncode == 0, result.stderr
     assert vector_rows("cache_c") == vector_rows("cache_a")
     assert cache_files(folder) == first
+
+
+def test_a_small_region_runs_uncompiled(run_module, grass_session, shapes_model, seam_scene,
+                                        tmp_path):
+    bands, _ = seam_scene
+    folder = tmp_path / "xla"
+    env = {key: value for key, value in grass_session.items()
+           if key not in ("TF_XLA_FLAGS", "MASKRCNN_COMPILE_FROM_TILES")}
+    env["MASKRCNN_XLA_CACHE"] = str(folder)
+    runs = {}
+    for name, threshold in [("small_plain", None), ("small_compiled", "0")]:
+        if threshold is not None:
+            env["MASKRCNN_COMPILE_FROM_TILES"] = threshold
+        result = run_module(DETECT, input=",".join(bands), model=shapes_model, output=name,
+                            env=env, **TILING)
+        assert result.returncode == 0, result.stderr
+        runs[name] = result.stderr
+        if threshold is None:
+            # 9 tiles of 128 x 128 are far below 40 of 512 x 512: nothing compiled
+            assert "9 tiles: the network runs as a plain graph" in result.stderr
+            assert not any("XLA_CPU_JIT" in os.path.basename(path)
+                           for path in cache_files(folder))
+    assert "plain graph" not in runs["small_compiled"]
+    assert any("XLA_CPU_JIT" in os.path.basename(path) for path in cache_files(folder))
+    plain, compiled = vector_rows("small_plain"), vector_rows("small_compiled")
+    assert len(plain) == len(compiled) > 0
+    for a, b in zip(plain, compiled):  # cat|class|class_id|score|area|source
+        assert a[:3] + a[5:] == b[:3] + b[5:]
+        assert float(a[3]) == pytest.approx(float(b[3]), abs=1e-3)
+        assert float(a[4]) == pytest.approx(float(b[4]), rel=0.02)
+
+
+@pytest.mark.parametrize("value", ["-1", "many"])
+def test_a_bad_compile_threshold_fails_before_the_model_loads(run_module, grass_session,
+                                                              shapes_model, seam_scene, value):
+    bands, _ = seam_scene
+    env = dict(grass_session, MASKRCNN_COMPILE_FROM_TILES=value)
+    result = run_module(DETECT, input=",".join(bands), model=shapes_model, output="bad_compile",
+                        env=env, **TILING)
+    assert result.returncode != 0
+    assert "MASKRCNN_COMPILE_FROM_TILES must be a number of tiles" in result.stderr
+    assert "Classes (" not in result.stderr  # before the model's classes are read
