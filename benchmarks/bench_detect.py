@@ -21,7 +21,9 @@ without maskrcnnlib.detect's COMPILE_FROM_TILES) in a fresh process with an empt
 XLA compilation cache (maskrcnnlib.compilecache: a first run on a machine) and again
 with the cache it left (every later run), then as the module runs it by default
 (one tile: a plain graph), against that tile's network time. The runs over the
-sizes use that cache, as a user's runs after their first. With --compile-both each
+sizes use that cache, as a user's runs after their first, and run compiled at every
+size (a small raster would otherwise run uncompiled, and the ratios of memory and
+time would compare two paths). With --compile-both each
 size also runs compiled and uncompiled (MASKRCNN_COMPILE_FROM_TILES 0 and 1e9),
 which shows where compiling starts to pay.
 
@@ -224,7 +226,8 @@ def main():
         for size in sizes:
             bands = make_scene(size)
             log = os.path.join(folder, "detect_{}.log".format(size))
-            result = run_module(size, bands, model, args, log)
+            # compiled at every size, so that memory and time compare one path
+            result = run_module(size, bands, model, args, log, compile_from=0)
             topology = gs.vector_info_topo("found{}".format(size))
             # blocks whose object lies wholly inside the raster
             expected = sum(1 for k in range(size // SPACING + 1)
