@@ -164,7 +164,9 @@ class Detector:
     is traced and compiled anew (seconds), so None (default) compiles only where it
     pays: no GPU visible (GPUs have cuDNN's own fast convolutions) and resize_mode
     "square" (every image molds to one shape); docs/benchmarks.md has the gain on
-    CPUs.
+    CPUs. Compiling costs the first call seconds that only some tens of images repay:
+    i.ann.maskrcnn.detect passes False for small regions (maskrcnnlib.detect,
+    COMPILE_FROM_TILES).
     What XLA compiles is kept across processes (maskrcnnlib.compilecache), so a
     later run of the same architecture and shape skips most of that wait.
     """
