@@ -375,6 +375,11 @@ def _min_area(job):
     return MIN_AREA_CELLS * region["nsres"] * region["ewres"]
 
 
+def _on_gpu(devices):
+    """True where the device names detection runs on include a GPU."""
+    return any("GPU" in name.upper() for name in devices or ())
+
+
 def detection_precision(precision, devices=None, flags=None):
     """(Detector precision, reason) for the job's precision= on this machine: "auto"
     is bfloat16 on a CPU with native bfloat16 (as training's precision=auto) and
@@ -386,8 +391,7 @@ def detection_precision(precision, devices=None, flags=None):
             precision))
     if precision != "auto":
         return precision, "precision=" + precision
-    on_gpu = any("GPU" in name.upper() for name in devices or ())
-    policy, reason = compute_precision("auto", on_gpu, flags)
+    policy, reason = compute_precision("auto", _on_gpu(devices), flags)
     return ("bfloat16" if policy == "mixed_bfloat16" else "float32"), reason
 
 
@@ -427,8 +431,7 @@ def _detect(job, config, images, writer, message, percent, sources):
     if job.precision != "float32":
         message("{}: the network computes in {}".format(reason, precision))
     compiled = None  # the Detector's choice: compiled on a CPU in square mode
-    on_cpu = not any("GPU" in name.upper() for name in devices)
-    if on_cpu and precision == "float32" and config.resize_mode == "square":
+    if not _on_gpu(devices) and precision == "float32" and config.resize_mode == "square":
         from maskrcnnlib.grassio.region import region_info
         from maskrcnnlib.tiling import tile_grid
 
