@@ -23,9 +23,9 @@ with the cache it left (every later run), then as the module runs it by default
 (one tile: a plain graph), against that tile's network time. The runs over the
 sizes use that cache, as a user's runs after their first, and run compiled at every
 size (a small raster would otherwise run uncompiled, and the ratios of memory and
-time would compare two paths). With --compile-both each
-size also runs compiled and uncompiled (MASKRCNN_COMPILE_FROM_TILES 0 and 1e9),
-which shows where compiling starts to pay.
+time would compare two paths). With --compile-both each size also runs compiled and
+uncompiled (MASKRCNN_COMPILE_FROM_TILES 0 and 1e9), which shows where compiling
+starts to pay.
 
 Without --model, a small ResNet-18 learns the shapes first (as the tests'
 shapes_model, about 3 minutes on 2 cores) and is cached in
