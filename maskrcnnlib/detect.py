@@ -420,6 +420,26 @@ def tile_work(config, tiles, flips):
     return tiles * (side / 512.0) ** 2 * (3 if flips else 1)
 
 
+def tiles_to_run(images, tile_size, overlap):
+    """Tiles of the region's grid that the images' rasters cover, summed over images:
+    where all bands of an image have their extent (wholly null tiles inside it are
+    still counted; detect_tile_row skips them)."""
+    import grass.script as gs
+
+    from maskrcnnlib.grassio.region import cells_within, region_info
+    from maskrcnnlib.tiling import tile_grid, tiles_meeting
+
+    region = region_info()
+    grid = tile_grid(region["rows"], region["cols"], tile_size, overlap)
+    count = 0
+    for bands in images:
+        infos = [gs.raster_info(name) for name in bands]
+        common = (min(info["north"] for info in infos), max(info["south"] for info in infos),
+                  min(info["east"] for info in infos), max(info["west"] for info in infos))
+        count += tiles_meeting(grid, *cells_within(common, region))
+    return count
+
+
 def _detect(job, config, images, writer, message, percent, sources):
     """Load the model and detect in each image (band list) into writer; sources: the
     ``source`` text of each image."""
@@ -432,12 +452,7 @@ def _detect(job, config, images, writer, message, percent, sources):
         message("{}: the network computes in {}".format(reason, precision))
     compiled = None  # the Detector's choice: compiled on a CPU in square mode
     if not _on_gpu(devices) and precision == "float32" and config.resize_mode == "square":
-        from maskrcnnlib.grassio.region import region_info
-        from maskrcnnlib.tiling import tile_grid
-
-        region = region_info()
-        grid = tile_grid(region["rows"], region["cols"], job.tile_size, job.overlap)
-        tiles = len(images) * sum(len(row) for row in grid)
+        tiles = tiles_to_run(images, job.tile_size, job.overlap)
         work, threshold = tile_work(config, tiles, job.flips), compile_threshold()
         if work < threshold:
             compiled = False

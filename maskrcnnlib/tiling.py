@@ -186,6 +186,22 @@ def tile_grid(rows, cols, tile_size, overlap, min_tile=MIN_TILE_SIZE):
              for col in col_starts] for row in tile_origins(rows, tile_size, overlap)]
 
 
+def tiles_meeting(grid, rows, cols):
+    """How many tiles of grid (tile_grid) share at least one cell with a block of cells.
+
+    rows, cols: the block's (first, end) region rows and columns, end excluded; an
+    empty range meets no tile.
+    """
+    (first_row, end_row), (first_col, end_col) = rows, cols
+    if first_row >= end_row or first_col >= end_col:
+        return 0
+    tile_rows = sum(1 for row in grid
+                    if row[0].row < end_row and row[0].row + row[0].height > first_row)
+    tile_cols = sum(1 for tile in grid[0]
+                    if tile.col < end_col and tile.col + tile.width > first_col)
+    return tile_rows * tile_cols
+
+
 def instances_from_tile(tile, masks, class_ids, scores, core_margin=0, region_shape=None):
     """Views detected in one tile, as Instances in region coordinates.
 

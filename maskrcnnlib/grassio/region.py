@@ -5,6 +5,7 @@ A window is a rectangle of region cells handed to one GRASS command through
 Rows count from the northern edge, columns from the western edge (see
 :mod:`maskrcnnlib.grassio`).
 """
+import math
 import os
 
 import grass.script as gs
@@ -45,3 +46,24 @@ def overlaps_region(corners, region):
     north, south, east, west = (float(value) for value in corners)
     return (south < float(region["n"]) and north > float(region["s"])
             and west < float(region["e"]) and east > float(region["w"]))
+
+
+def cells_within(bounds, region):
+    """The region cells that a rectangle (north, south, east, west) meets, as half-open
+    ((first row, end row), (first column, end column)) from the region's north-west
+    corner, clipped to the region (empty ranges where it lies outside).
+
+    region: a region_info() dict. A cell that the rectangle covers only in part counts.
+    """
+    north, south, east, west = (float(value) for value in bounds)
+    tolerance = 1e-6  # of a cell: edges on cell boundaries, up to rounding
+
+    def span(near, far, resolution, count):
+        first = math.floor(near / resolution + tolerance)
+        end = math.ceil(far / resolution - tolerance)
+        return max(first, 0), min(end, count)
+
+    rows = span(region["north"] - north, region["north"] - south, region["nsres"],
+                region["rows"])
+    cols = span(west - region["west"], east - region["west"], region["ewres"], region["cols"])
+    return rows, cols

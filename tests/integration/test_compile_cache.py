@@ -89,3 +89,20 @@ def test_a_bad_compile_threshold_fails_before_the_model_loads(run_module, grass_
     assert result.returncode != 0
     assert "MASKRCNN_COMPILE_FROM_TILES must be a number of tiles" in result.stderr
     assert "Classes (" not in result.stderr  # before the model's classes are read
+
+
+def test_only_tiles_within_the_rasters_count_toward_compiling(run_module, grass_session,
+                                                              shapes_model, seam_scene):
+    import grass.script as gs
+
+    bands, objects = seam_scene
+    # the region doubled east and south: 5 x 5 tiles of 128 (starts 0, 96, 192, 288,
+    # 384), of which the rasters' 256 x 256 cells in the north-west meet 3 x 3
+    env = {key: value for key, value in grass_session.items()
+           if key not in ("TF_XLA_FLAGS", "MASKRCNN_COMPILE_FROM_TILES")}
+    env["GRASS_REGION"] = gs.region_env(n=1512, s=488, w=3000, e=4024, res=2)
+    result = run_module(DETECT, input=",".join(bands), model=shapes_model,
+                        output="partly_covered", env=env, **TILING)
+    assert result.returncode == 0, result.stderr
+    assert "9 tiles: the network runs as a plain graph" in result.stderr  # not 25
+    assert len(vector_rows("partly_covered")) == len(objects)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from maskrcnnlib.errors import ConfigError
-from maskrcnnlib.tiling import Instance, SeamMerger, Tile, instances_from_tile, tile_grid
+from maskrcnnlib.tiling import (Instance, SeamMerger, Tile, instances_from_tile, tile_grid,
+                               tiles_meeting)
 
 # ---------------------------------------------------------------- helpers
 
@@ -142,6 +143,25 @@ def test_grid_fits_exactly_and_covers_every_cell():
 def test_region_smaller_than_a_tile_gives_one_tile_per_short_axis():
     assert tile_grid(30, 40, 64, 8) == [[Tile(0, 0, 30, 40)]]
     assert tile_grid(30, 100, 64, 8) == [[Tile(0, 0, 30, 64), Tile(0, 36, 30, 64)]]
+
+
+def test_tiles_meeting_a_block_count_the_tiles_that_share_a_cell_with_it():
+    grid = tile_grid(200, 136, 64, 16)  # rows start 0, 48, 96, 136; cols 0, 48, 72
+    assert tiles_meeting(grid, (0, 200), (0, 136)) == 12
+    assert tiles_meeting(grid, (0, 1), (0, 1)) == 1
+    assert tiles_meeting(grid, (60, 100), (70, 71)) == 3  # rows 0, 48, 96; col 48 only
+    assert tiles_meeting(grid, (60, 100), (70, 73)) == 3 * 2  # and col 72
+    assert tiles_meeting(grid, (64, 64), (0, 136)) == 0  # empty ranges meet nothing
+    assert tiles_meeting(grid, (10, 5), (0, 136)) == 0
+    rng = np.random.default_rng(7)
+    for _ in range(200):  # against a cell-by-cell check
+        r0, r1 = sorted(rng.integers(0, 201, 2))
+        c0, c1 = sorted(rng.integers(0, 137, 2))
+        block = np.zeros((200, 136), bool)
+        block[r0:r1, c0:c1] = True
+        expected = sum(bool(block[t.row:t.row_end, t.col:t.col_end].any())
+                       for row in grid for t in row)
+        assert tiles_meeting(grid, (r0, r1), (c0, c1)) == expected
 
 
 @pytest.mark.parametrize("tile_size, overlap, field", [
