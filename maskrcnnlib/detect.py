@@ -23,9 +23,10 @@ MIN_AREA_CELLS = 4
 # (maskrcnnlib.model.inference): each 512 x 512 tile then takes 0.12 to 0.2 s less
 # (ResNet-18 to ResNet-101 with the default 256-channel pyramid, 2 cores), but the
 # first tile waits 3 to 7 s longer with compilecache's cache of an earlier run and 7
-# to 11 s without. Compiling pays from 25 to 60 such tiles (docs/benchmarks.md; later
-# for small pyramids, whose convolutions gain less); below COMPILE_FROM_TILES the
-# network runs as a plain graph. The environment variable overrides it (0: always).
+# to 11 s without. Compiling pays from 25 to 60 such tiles (docs/benchmarks.md; a
+# smaller pyramid gains less per tile, in proportion to its channels: tile_work);
+# below COMPILE_FROM_TILES the network runs as a plain graph. The environment
+# variable overrides it (0: always).
 COMPILE_FROM_TILES = 40
 COMPILE_VARIABLE = "MASKRCNN_COMPILE_FROM_TILES"
 
@@ -413,11 +414,14 @@ def compile_threshold(environ=None):
 
 
 def tile_work(config, tiles, flips):
-    """The network's work for a run of tiles, in tiles of 512 x 512: each tile molds
-    to a square of config.image_max_dim (square mode) and runs three times with
-    flips."""
+    """What compiling gains over a run of tiles, in tiles of 512 x 512 of a model with
+    the default 256-channel pyramid: each tile molds to a square of
+    config.image_max_dim (square mode), runs three times with flips, and gains in
+    proportion to its pyramid's channels (measured: a ResNet-18 with 64 channels
+    gains 0.03 s per tile where one with 256 gains 0.12 s, docs/benchmarks.md)."""
     side = config.image_max_dim if config.resize_mode == "square" else 512
-    return tiles * (side / 512.0) ** 2 * (3 if flips else 1)
+    return (tiles * (side / 512.0) ** 2 * (3 if flips else 1)
+            * config.top_down_pyramid_size / 256.0)
 
 
 def tiles_to_run(images, tile_size, overlap):
@@ -457,8 +461,9 @@ def _detect(job, config, images, writer, message, percent, sources):
         if work < threshold:
             compiled = False
             message("{} tiles: the network runs as a plain graph (compiling it pays from "
-                    "about {:g} tiles of 512 x 512; {})".format(tiles, threshold,
-                                                               COMPILE_VARIABLE))
+                    "about {:g} tiles of 512 x 512 with a 256-channel pyramid, this "
+                    "model's {}; {})".format(tiles, threshold, config.top_down_pyramid_size,
+                                            COMPILE_VARIABLE))
     detector = Detector(config, devices=devices, precision=precision, compiled=compiled)
     if detector.replicas > 1:
         message("Detecting on {} GPUs, {} tiles each per step".format(

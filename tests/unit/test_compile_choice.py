@@ -20,6 +20,15 @@ def test_work_counts_tiles_of_512_and_flips_three_times():
     assert tile_work(square(512), 10, flips=True) == 30  # each tile and its two flips
 
 
+def test_work_counts_in_proportion_to_the_pyramids_channels():
+    small = square(512)
+    small.top_down_pyramid_size = 64  # gains a quarter of what 256 channels gain per tile
+    assert tile_work(small, 40, flips=False) == 10
+    assert tile_work(small, 40, flips=True) == 30
+    small.image_min_dim = small.image_max_dim = 1024
+    assert tile_work(small, 10, flips=False) == 10
+
+
 def test_threshold_from_the_environment():
     assert compile_threshold({}) == COMPILE_FROM_TILES == 40
     assert compile_threshold({"MASKRCNN_COMPILE_FROM_TILES": " "}) == 40
