@@ -424,10 +424,10 @@ def tile_work(config, tiles, flips):
             * config.top_down_pyramid_size / 256.0)
 
 
-def tiles_to_run(images, tile_size, overlap):
-    """Tiles of the region's grid that the images' rasters cover, summed over images:
-    where all bands of an image have their extent (wholly null tiles inside it are
-    still counted; detect_tile_row skips them)."""
+def tiles_per_image(images, tile_size, overlap):
+    """For each image in turn (a generator: one r.info per band, only as far as it is
+    read), the tiles of the region's grid within the common extent of its bands'
+    rasters (wholly null tiles inside it count too; detect_tile_row skips them)."""
     import grass.script as gs
 
     from maskrcnnlib.grassio.region import cells_within, region_info
@@ -435,13 +435,11 @@ def tiles_to_run(images, tile_size, overlap):
 
     region = region_info()
     grid = tile_grid(region["rows"], region["cols"], tile_size, overlap)
-    count = 0
     for bands in images:
         infos = [gs.raster_info(name) for name in bands]
         common = (min(info["north"] for info in infos), max(info["south"] for info in infos),
                   min(info["east"] for info in infos), max(info["west"] for info in infos))
-        count += tiles_meeting(grid, *cells_within(common, region))
-    return count
+        yield tiles_meeting(grid, *cells_within(common, region))
 
 
 def _detect(job, config, images, writer, message, percent, sources):
@@ -456,9 +454,12 @@ def _detect(job, config, images, writer, message, percent, sources):
         message("{}: the network computes in {}".format(reason, precision))
     compiled = None  # the Detector's choice: compiled on a CPU in square mode
     if not _on_gpu(devices) and precision == "float32" and config.resize_mode == "square":
-        tiles = tiles_to_run(images, job.tile_size, job.overlap)
-        work, threshold = tile_work(config, tiles, job.flips), compile_threshold()
-        if work < threshold:
+        threshold, tiles = compile_threshold(), 0
+        for count in tiles_per_image(images, job.tile_size, job.overlap):
+            tiles += count
+            if tile_work(config, tiles, job.flips) >= threshold:
+                break  # enough to compile: the other images need not be counted
+        else:
             compiled = False
             message("{} tiles: the network runs as a plain graph (compiling it pays from "
                     "about {:g} tiles of 512 x 512 with a 256-channel pyramid, this "
