@@ -361,6 +361,24 @@ def test_region_info(grass_session):
             "west": 3000.0, "nsres": 2.0, "ewres": 2.0}
 
 
+def test_cells_within_gives_the_region_cells_a_rectangle_meets():
+    from maskrcnnlib.grassio.region import cells_within
+
+    # SHIFTED: 120 rows from north 1240, 150 cols from west 3000, res 2 (hand values)
+    region = {"rows": 120, "cols": 150, "north": 1240.0, "south": 1000.0, "east": 3300.0,
+              "west": 3000.0, "nsres": 2.0, "ewres": 2.0}
+    assert cells_within((1240, 1000, 3300, 3000), region) == ((0, 120), (0, 150))
+    # edges on cell boundaries: rows 10..19, cols 5..14
+    assert cells_within((1220, 1200, 3030, 3010), region) == ((10, 20), (5, 15))
+    # edges inside cells: a cell covered in part counts
+    assert cells_within((1219, 1201, 3029.5, 3011), region) == ((10, 20), (5, 15))
+    # beyond the region: clipped
+    assert cells_within((1300, 1100, 3500, 2900), region) == ((0, 70), (0, 150))
+    # outside: empty ranges
+    first, end = cells_within((900, 800, 3300, 3000), region)[0]
+    assert first >= end
+
+
 @pytest.fixture(scope="module")
 def markers(grass_session):
     """Bands in SHIFTED: row() and col() (1-based), x() with a null block, y()."""
