@@ -7,6 +7,7 @@ are written as they come (grassio.writer.InstanceWriter), so memory does not gro
 the raster. Null cells never become objects; wholly null tiles are skipped.
 """
 import contextlib
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -462,9 +463,10 @@ def _detect(job, config, images, writer, message, percent, sources):
         else:
             compiled = False
             message("{} tiles: the network runs as a plain graph (compiling it pays from "
-                    "about {:g} tiles of 512 x 512 with a 256-channel pyramid, this "
-                    "model's {}; {})".format(tiles, threshold, config.top_down_pyramid_size,
-                                            COMPILE_VARIABLE))
+                    "about {} such tiles with this model; {}={:g}, in tiles of 512 x 512 "
+                    "with a 256-channel pyramid)".format(
+                        tiles, math.ceil(threshold / tile_work(config, 1, job.flips)),
+                        COMPILE_VARIABLE, threshold))
     detector = Detector(config, devices=devices, precision=precision, compiled=compiled)
     if detector.replicas > 1:
         message("Detecting on {} GPUs, {} tiles each per step".format(

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from test_detect_module import DETECT, seam_scene, vector_rows  # noqa: F401
+from test_detect_module import DETECT, said, seam_scene, vector_rows  # noqa: F401
 
 pytestmark = pytest.mark.grass
 TILING = {"tile_size": 128, "overlap": 32}
@@ -64,6 +64,8 @@ def test_a_small_region_runs_uncompiled(run_module, grass_session, shapes_model,
     assert result.returncode == 0, result.stderr
     # 9 tiles of 128 x 128 are far below 40 of 512 x 512: nothing compiled
     assert "9 tiles: the network runs as a plain graph" in result.stderr
+    # 128 x 128 tiles of a 64-channel pyramid: each counts 1/16 * 1/4 of 512 x 512 at 256
+    assert "pays from about 2560 such tiles with this model" in said(result)
     assert not any("XLA_CPU_JIT" in os.path.basename(path) for path in cache_files(folder))
     env["MASKRCNN_COMPILE_FROM_TILES"] = "0"
     result = run_module(DETECT, input=",".join(bands), model=shapes_model,
