@@ -195,10 +195,8 @@ def tiles_meeting(grid, rows, cols):
     (first_row, end_row), (first_col, end_col) = rows, cols
     if first_row >= end_row or first_col >= end_col:
         return 0
-    tile_rows = sum(1 for row in grid
-                    if row[0].row < end_row and row[0].row + row[0].height > first_row)
-    tile_cols = sum(1 for tile in grid[0]
-                    if tile.col < end_col and tile.col + tile.width > first_col)
+    tile_rows = sum(1 for row in grid if row[0].row < end_row and row[0].row_end > first_row)
+    tile_cols = sum(1 for tile in grid[0] if tile.col < end_col and tile.col_end > first_col)
     return tile_rows * tile_cols
 
 
