@@ -30,7 +30,7 @@ Prints a table and ends with `train_step ours/torchvision R`,
 
     python3 benchmarks/bench_model.py [--runs 5] [--threads 2] [--size 512]
         [--matterport-path /tmp/mrcnn-tf2 [--matterport-python /tmp/mpvenv/bin/python]]
-        [--torch-venv DIR] [--torch-resize native|default] [--ours-plain] [--ours-bf16]
+        [--torch-venv DIR] [--torch-resize native|default] [--ours-plain] [--ours-bf16] [--ours-int8]
         [--skip-train] [--profile]
 """
 import argparse
@@ -309,6 +309,9 @@ def start_engines(logdir, weights, torch_python):
         if ARGS.ours_bf16:
             start("ours-bf16", ARGS.python, "worker_ours.py", [ARGS.size, weights, "bfloat16"],
                   cap)
+        if ARGS.ours_int8:
+            start("ours-int8", ARGS.python, "worker_ours.py", [ARGS.size, weights, "int8"],
+                  cap)
         if ARGS.matterport_path:
             start("matterport", ARGS.matterport_python, "worker_matterport.py",
                   [ARGS.size, weights, os.path.abspath(ARGS.matterport_path)], cap)
@@ -384,9 +387,10 @@ def report(infos, found, cap):
     if "ours-plain" in infos:
         print("ours vs ours-plain detections: " + compare_detections(
             infos["ours"]["result"], infos["ours-plain"]["result"]))
-    if "ours-bf16" in infos:
-        print("ours vs ours-bf16 detections: " + compare_detections(
-            infos["ours"]["result"], infos["ours-bf16"]["result"]))
+    for low in ("ours-bf16", "ours-int8"):
+        if low in infos:
+            print("ours vs {} detections: ".format(low) + compare_detections(
+                infos["ours"]["result"], infos[low]["result"]))
     if found["profile"]:
         print_profile(found["profile"])
     if found["train"]:
@@ -442,11 +446,13 @@ def main():
             ratio(found["infer"], "ours", "ours-plain")))
     print("inference ours/torchvision {:.3f}".format(
         ratio(found["infer"], "ours", "torchvision")))
-    if "ours-bf16" in found["infer"]:
+    for low in ("ours-bf16", "ours-int8"):
+        if low not in found["infer"]:
+            continue
         for peer in ("matterport", "torchvision", "ours"):
             if peer in found["infer"]:
-                print("inference ours-bf16/{} {:.3f}".format(
-                    peer, ratio(found["infer"], "ours-bf16", peer)))
+                print("inference {}/{} {:.3f}".format(
+                    low, peer, ratio(found["infer"], low, peer)))
     # A peer whose rounds spread widely (matterport's engine alternated between two
     # speeds on the Zen 5 EPYC) makes the ratio of medians depend on how many slow
     # rounds it had: the ratios of the minima are printed beside them.
@@ -456,7 +462,7 @@ def main():
         if spread > 1.5:
             print("note: {}'s rounds spread {:.2f}x (slowest/fastest); compare the ratios "
                   "of the minima".format(name, spread))
-    for mine in ("ours", "ours-bf16"):
+    for mine in ("ours", "ours-bf16", "ours-int8"):
         for peer in ("matterport", "torchvision"):
             if mine in times and peer in times:
                 print("inference {}/{} ratio of the minima {:.3f}".format(
@@ -496,6 +502,11 @@ def parse_args():
                     help="'native' (min_size = max_size = --size: torchvision works at the "
                          "image's size, as ours) or 'default' (its own resizing of the "
                          "shorter side to 800 px)")
+    ap.add_argument("--ours-int8", action="store_true",
+                    help="also time our detector with its dense part in int8 "
+                         "(Detector(precision='int8'): ONNX Runtime, calibrated on the "
+                         "benchmark image; heads in bfloat16 where the CPU has it) as "
+                         "'ours-int8'")
     ap.add_argument("--ours-bf16", action="store_true",
                     help="also time our detector in bfloat16 (Detector(precision='bfloat16'), "
                          "the plain graph on oneDNN) as 'ours-bf16'")

@@ -2,9 +2,11 @@
 on TensorFlow).
 
 Run by the driver in our environment: python worker_ours.py THREADS SIZE WEIGHTS_H5
-[plain|bfloat16]. With "plain", the detector runs the plain graph
+[plain|bfloat16|int8]. With "plain", the detector runs the plain graph
 (Detector(compiled=False): no XLA, no Winograd) instead of the CPU default; with
-"bfloat16", Detector(precision="bfloat16").
+"bfloat16" or "int8", Detector(precision=that). int8 is calibrated on the benchmark
+image and made in a temporary folder (MASKRCNN_INT8_CACHE=0): its first call
+includes the export and the quantization.
 Writes WEIGHTS_H5 (parity_weights, seed 20181, from our model's own layout) if it
 does not exist yet, so that matterport's worker can load the very same file.
 """
@@ -17,7 +19,9 @@ import _bench_common as common  # noqa: E402
 
 THREADS, SIZE, WEIGHTS = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 PLAIN = sys.argv[4:] == ["plain"]
-BF16 = sys.argv[4:] == ["bfloat16"]
+PRECISION = sys.argv[4] if sys.argv[4:] in (["bfloat16"], ["int8"]) else "float32"
+if PRECISION == "int8":
+    os.environ["MASKRCNN_INT8_CACHE"] = "0"
 common.limit_threads(THREADS)
 sys.path.insert(0, common.REPO)
 sys.path.insert(0, common.FIXTURES)
@@ -58,7 +62,7 @@ def model_layout(model):
 def load(cap=common.MAX_DETECTIONS):
     start = time.perf_counter()
     detector = Detector(inference_config(cap), compiled=False if PLAIN else None,
-                        precision="bfloat16" if BF16 else "float32")
+                        precision=PRECISION)
     if not os.path.exists(WEIGHTS):
         layout = model_layout(detector.model)
         arrays = parity_weights.generate_arrays(layout, common.WEIGHT_SEED)
@@ -70,7 +74,13 @@ def load(cap=common.MAX_DETECTIONS):
     load_s = time.perf_counter() - start
     image = common.bench_image(SIZE)
     STATE.update(detector=detector, image=image)
+    calibrated = 0.0
+    if PRECISION == "int8":  # export, calibration and quantization: the first call's
+        calibrated = time.perf_counter()
+        detector.calibrate([image])
+        calibrated = time.perf_counter() - calibrated
     warmup = common.timed(lambda: detector.detect([image]), 2)
+    warmup[0] += calibrated
     result = detector.detect([image])[0]
     return {"load_s": load_s, "warmup_s": warmup, "weights_loaded": len(report.loaded),
             "compiled": detector.compiled,

@@ -9,6 +9,8 @@ the raster. Null cells never become objects; wholly null tiles are skipped.
 import contextlib
 import math
 import os
+import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -29,6 +31,11 @@ MIN_AREA_CELLS = 4
 # below COMPILE_FROM_TILES the network runs as a plain graph. The environment
 # variable overrides it (0: always).
 COMPILE_FROM_TILES = 40
+# precision=int8: tiles of the region its activations' ranges are calibrated on
+CALIBRATION_TILES = 8
+INT8_ORIGINS = {"made": "exported, calibrated and quantized the model",
+                "export cached": "calibrated and quantized the model (export cached)",
+                "cached": "the int8 model of an earlier run with these tiles"}
 COMPILE_VARIABLE = "MASKRCNN_COMPILE_FROM_TILES"
 
 
@@ -66,7 +73,7 @@ class DetectJob:
     nprocs: int = 0  # TensorFlow's CPU threads (maskrcnnlib.threads); 0: all cores
     memory: int = 300  # MB for the pixel buffers: strips, tiles, batches, raster strips
     flips: bool = False  # -t: masks averaged over each tile and its two flips (maskrcnnlib.flips)
-    precision: str = "float32"  # or "bfloat16", or "auto" (detection_precision)
+    precision: str = "float32"  # or "bfloat16", "auto" (detection_precision), "int8"
 
 
 def detection_config(job):
@@ -385,12 +392,18 @@ def _on_gpu(devices):
 def detection_precision(precision, devices=None, flags=None):
     """(Detector precision, reason) for the job's precision= on this machine: "auto"
     is bfloat16 on a CPU with native bfloat16 (as training's precision=auto) and
-    float32 on GPUs and other CPUs. devices: the device names detection runs on."""
+    float32 on GPUs and other CPUs; "int8" (the dense part by ONNX Runtime, on the
+    CPU) is refused where detection runs on GPUs. devices: the device names
+    detection runs on."""
     from maskrcnnlib.model.training import compute_precision
 
-    if precision not in ("float32", "bfloat16", "auto"):
-        raise DetectionError("precision must be float32, bfloat16 or auto, got {!r}".format(
-            precision))
+    if precision not in ("float32", "bfloat16", "auto", "int8"):
+        raise DetectionError("precision must be float32, bfloat16, auto or int8, "
+                             "got {!r}".format(precision))
+    if precision == "int8" and _on_gpu(devices):
+        raise DetectionError("precision=int8 runs on the CPU; detection would run on {} "
+                             "(hide the GPUs with CUDA_VISIBLE_DEVICES= to detect on the "
+                             "CPU, or choose float32)".format(", ".join(devices)))
     if precision != "auto":
         return precision, "precision=" + precision
     policy, reason = compute_precision("auto", _on_gpu(devices), flags)
@@ -443,6 +456,27 @@ def tiles_per_image(images, tile_size, overlap):
         yield tiles_meeting(grid, *cells_within(common, region))
 
 
+def calibration_tiles(bands, job, pad_to, count=CALIBRATION_TILES):
+    """Up to `count` tiles of one image, evenly spread over the region's grid (in
+    reading order), that have data, prepared as detect_tile_row prepares them: the
+    images an int8 detector calibrates its activations' ranges on."""
+    from maskrcnnlib.grassio.rasters import read_tile_rows
+    from maskrcnnlib.grassio.region import region_info
+    from maskrcnnlib.tiling import tile_grid
+
+    region = region_info()
+    tiles = [tile for row in tile_grid(region["rows"], region["cols"], job.tile_size,
+                                       job.overlap) for tile in row]
+    chosen = sorted(set(np.linspace(0, len(tiles) - 1, min(count, len(tiles)))
+                        .round().astype(int)))
+    samples = []
+    for read in read_tile_rows(bands, ([tiles[i]] for i in chosen)):
+        for _, image, valid in read:
+            if valid.any():
+                samples.append(_padded(_as_8bit(image) if pad_to is None else image, pad_to))
+    return samples
+
+
 def _detect(job, config, images, writer, message, percent, sources):
     """Load the model and detect in each image (band list) into writer; sources: the
     ``source`` text of each image."""
@@ -451,6 +485,18 @@ def _detect(job, config, images, writer, message, percent, sources):
 
     devices = detection_devices()
     precision, reason = detection_precision(job.precision, devices)
+    if precision == "int8":
+        from maskrcnnlib.model.quantized import missing_packages
+
+        if missing_packages():
+            raise DetectionError("precision=int8 needs the Python packages {} (in "
+                                 "requirements.txt): pip install them into the "
+                                 "environment of {}".format(" and ".join(missing_packages()),
+                                                            sys.executable))
+    if precision == "int8" and config.resize_mode != "square":
+        raise DetectionError("precision=int8 needs a model that molds every tile to one "
+                             "shape (resize_mode square); <{}> has resize_mode {}".format(
+                                 job.model, config.resize_mode))
     if job.precision != "float32":
         message("{}: the network computes in {}".format(reason, precision))
     compiled = None  # the Detector's choice: compiled on a CPU in square mode
@@ -478,5 +524,15 @@ def _detect(job, config, images, writer, message, percent, sources):
     # card-less (2018) models mold each tile as the 2018 tool molded its images;
     # ours pad edge tiles to tile_size as training chips were
     pad_to = None if read_card(job.model) is None else job.tile_size
+    if precision == "int8":
+        samples = calibration_tiles(images[0], job, pad_to)
+        if not samples:
+            raise DetectionError("precision=int8: no tile of <{}> in the region has data "
+                                 "to calibrate on".format(",".join(images[0])))
+        started = time.perf_counter()
+        detector.calibrate(samples)
+        message("precision=int8: calibrated on {} tiles spread over the region; {} "
+                "({:.0f} s)".format(len(samples), INT8_ORIGINS[detector.int8_origin],
+                                    time.perf_counter() - started))
     for bands, source in zip(images, sources):
         detect_image(detector, bands, writer, job, message, percent, pad_to, source)

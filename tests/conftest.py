@@ -29,6 +29,18 @@ def xla_cache(tmp_path_factory):
     del os.environ["MASKRCNN_XLA_CACHE"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def int8_cache(tmp_path_factory):
+    """precision=int8's cache of exported and quantized models
+    (maskrcnnlib.model.quantized) in a folder of this test session, likewise."""
+    if "MASKRCNN_INT8_CACHE" in os.environ:
+        yield os.environ["MASKRCNN_INT8_CACHE"]
+        return
+    os.environ["MASKRCNN_INT8_CACHE"] = str(tmp_path_factory.mktemp("int8_cache"))
+    yield os.environ["MASKRCNN_INT8_CACHE"]
+    del os.environ["MASKRCNN_INT8_CACHE"]
+
+
 def grass_config(key):
     result = subprocess.run(["grass", "--config", key], capture_output=True, text=True,
                             check=True)

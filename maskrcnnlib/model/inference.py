@@ -5,6 +5,7 @@ in the original image's pixels: boxes (y1, x1, y2, x2) int32 with exclusive ends
 masks bool [height, width, N].
 """
 import contextlib
+import os
 
 import keras
 import numpy as np
@@ -15,13 +16,20 @@ from maskrcnnlib.model import winograd
 from maskrcnnlib.model.anchors import anchors_for_config
 from maskrcnnlib.model.maskrcnn import build_inference_model, split_inference_model
 from maskrcnnlib.model.molding import mold_input, unmold_detections
-from maskrcnnlib.model.training import dtype_policy
+from maskrcnnlib.model.quantized import QuantizedDense
+from maskrcnnlib.model.training import compute_precision, cpu_flags, dtype_policy
 from maskrcnnlib.model.weights import HEAD_LAYERS, copy_weights, load_weights_h5, save_weights_h5
 
 
 # Detector precisions and the keras dtype policies their layers compute in (weights
-# are float32 either way).
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+# are float32 either way); int8's keras layers (the heads) take the CPU's fastest
+# float: bfloat16 where it has native bfloat16 instructions (heads_policy).
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "int8": None}
+
+
+def heads_policy(flags=None):
+    """The dtype policy of an int8 Detector's heads on a CPU with these flags."""
+    return compute_precision("auto", False, flags)[0]
 
 
 def winograd_applies(layer):
@@ -154,7 +162,12 @@ class Detector:
     (keras mixed_bfloat16; weights and outputs stay float32) on the plain graph,
     where oneDNN uses the CPU's native bfloat16 instructions (AVX512_BF16, AMX);
     not compiled. Scores and masks differ slightly from float32's (a test checks
-    mask AP on a trained model within 0.01).
+    mask AP on a trained model within 0.01). Or "int8": the dense part (backbone,
+    FPN, RPN) in 8-bit integers by ONNX Runtime (model.quantized: exported and
+    quantized at the first run, calibrated on the images given to calibrate() or else
+    on that run's images, kept in a cache folder for later runs), the heads in
+    bfloat16 where the CPU has native bfloat16, else float32; one CPU device, not
+    compiled. Mask AP within 0.01 of float32 on a trained model (a test).
     compiled: run the dense part (backbone, FPN, RPN) compiled by XLA, with the large
     3x3 convs of the backbone, FPN and RPN by Winograd (model.winograd) on kernels
     transformed beforehand (WinogradDense, a rewrite of the built model's dense part
@@ -177,12 +190,20 @@ class Detector:
         if precision not in PRECISIONS:
             raise ValueError("precision must be one of {}, got {!r}".format(
                 ", ".join(PRECISIONS), precision))
-        if precision == "bfloat16":
+        if precision in ("bfloat16", "int8"):
             if compiled:
                 raise ValueError("the compiled path computes in float32 only")
             compiled = False
+        if precision == "int8" and config.resize_mode != "square":
+            raise ValueError("int8 needs resize_mode square (one molded shape), got "
+                             + config.resize_mode)
+        if precision == "int8" and devices and len(devices) > 1:
+            raise ValueError("int8 runs on the CPU, one device; got {} devices".format(
+                len(devices)))
         self.config = config
         self.precision = precision
+        flags = cpu_flags()
+        self.policy = PRECISIONS[precision] or heads_policy(flags)
         self.strategy = None
         if compiled is not False:
             compilecache.enable()  # before TensorFlow reads its XLA flags (listing devices does)
@@ -191,7 +212,7 @@ class Detector:
                         and not tf.config.list_logical_devices("GPU"))
         self.compiled = bool(compiled)
         def build():
-            with dtype_policy(PRECISIONS[precision]):
+            with dtype_policy(self.policy):
                 return build_inference_model(config, intermediate=intermediate)
 
         if devices and len(devices) > 1:
@@ -200,8 +221,19 @@ class Detector:
                 self.model = build()
         else:
             self.model = build()
-        self._dense = self._heads = self._winograd = None
+        self._dense = self._heads = self._winograd = self._int8 = None
         self._largest_batch = 0
+        if precision == "int8":
+            self._dense_model, self._heads, self._sources = split_inference_model(self.model)
+            # as many threads as TensorFlow's ops use (ONNX Runtime's default is one
+            # per physical core, which halves them on a machine of 2 hyperthreads)
+            threads = (tf.config.threading.get_intra_op_parallelism_threads()
+                       or len(os.sched_getaffinity(0)))
+            self._int8 = QuantizedDense(self._float_dense, flags, threads)
+            heads = self._heads
+            self._run_heads = tf.function(lambda inputs: heads(inputs, training=False),
+                                          reduce_retracing=True)
+            self._intermediate = intermediate
         if self.compiled:
             dense, self._heads, self._sources = split_inference_model(self.model)
             self._winograd = WinogradDense(
@@ -263,6 +295,33 @@ class Detector:
     def _weights_set(self):
         if self._winograd is not None:
             self._winograd.drop()
+        if self._int8 is not None:
+            self._int8.drop()
+
+    def _float_dense(self):
+        """The dense part in float32 with the current weights (int8's export)."""
+        if self.policy == "float32":
+            return self._dense_model
+        with dtype_policy("float32"):
+            model = build_inference_model(self.config, intermediate=self._intermediate)
+        model.set_weights(self.model.get_weights())
+        return split_inference_model(model)[0]
+
+    def calibrate(self, images):
+        """precision int8: calibrate the activations' 8-bit ranges on these images
+        (original pixel values, like detect()'s) and have the int8 model ready: from
+        the cache where these weights, shape and images were quantized before, else
+        made now (seconds to a minute). Without it the first batch detected
+        calibrates. Weights set later make it anew, on the same images."""
+        if self._int8 is None:
+            raise ValueError("only an int8 Detector is calibrated")
+        self._int8.calibrate([self.mold([image])[0][0] for image in images])
+
+    @property
+    def int8_origin(self):
+        """int8: where its current model came from ("made", "export cached",
+        "cached"), None before the first run or for other precisions."""
+        return self._int8.origin if self._int8 is not None else None
 
     def load_weights(self, path, exclude_heads=False, strict=True):
         """Load .h5 weights (matterport layout); returns the LoadReport."""
@@ -325,7 +384,13 @@ class Detector:
             inputs = tuple(x[index] for x in inputs)
             self._winograd.prepare(inputs[0].shape)
             self._winograd.make()
-        outputs = self._run(*(tf.constant(x) for x in inputs))
+        if self._int8 is not None:
+            dense = [tf.constant(v) for v in self._int8.run(molded)]
+            parts = {"dense": dense, "heads": self._run_heads(
+                dense + [tf.constant(metas), tf.constant(anchors)])}
+            outputs = [parts[part][i] for part, i in self._sources]
+        else:
+            outputs = self._run(*(tf.constant(x) for x in inputs))
         return [np.asarray(o, dtype=np.float32)[:count] for o in outputs], molded, windows
 
     def detect(self, images):

@@ -1,5 +1,6 @@
-"""precision= of i.ann.maskrcnn.detect: bfloat16 finds the objects float32 finds, with
-nearly the same outlines and scores; auto picks by the CPU (issue 20, item 3)."""
+"""precision= of i.ann.maskrcnn.detect: bfloat16 and int8 find the objects float32
+finds, with nearly the same outlines and scores; auto picks by the CPU; int8's model
+is kept for the next run (issue 20, item 3)."""
 import pytest
 
 from maskrcnnlib.detect import detection_precision
@@ -40,6 +41,35 @@ def test_bfloat16_finds_what_float32_finds(run_module, shapes_model, seam_scene)
                  if len(cells & c) >= 0.8 * len(cells | c)]
         assert len(twins) == 1, (kind, score, len(cells))
         assert twins[0][0] == kind and abs(twins[0][1] - score) <= 0.02
+
+
+def test_int8_finds_what_float32_finds_and_is_kept(run_module, shapes_model, seam_scene):
+    bands, objects = seam_scene
+    runs = {}
+    for name in ("float32", "int8", "int8_again"):
+        result = run_module(DETECT, input=",".join(bands), model=shapes_model,
+                            output="precision_" + name, precision=name[:5].rstrip("_"),
+                            **TILING)
+        assert result.returncode == 0, result.stderr
+        runs[name] = found("precision_" + name)
+        if name == "int8":
+            assert "precision=int8: calibrated on 8 tiles spread over the region; " \
+                "exported, calibrated and quantized the model" in said(result)
+        elif name == "int8_again":  # the same weights, tile size and calibration tiles
+            assert "the int8 model of an earlier run with these tiles" in said(result)
+    assert runs["int8"] == runs["int8_again"]
+    assert len(runs["float32"]) == len(objects) == len(runs["int8"])
+    for kind, score, cells in runs["float32"]:
+        twins = [(k, s, c) for k, s, c in runs["int8"]
+                 if len(cells & c) >= 0.8 * len(cells | c)]
+        assert len(twins) == 1, (kind, score, len(cells))
+        assert twins[0][0] == kind and abs(twins[0][1] - score) <= 0.05
+
+
+def test_int8_is_refused_on_gpus():
+    with pytest.raises(DetectionError, match="int8 runs on the CPU"):
+        detection_precision("int8", ["/job:localhost/replica:0/task:0/device:GPU:0"])
+    assert detection_precision("int8", ["/cpu:0"]) == ("int8", "precision=int8")
 
 
 @pytest.mark.parametrize("flags, devices, expected", [
