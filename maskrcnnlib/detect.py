@@ -497,7 +497,13 @@ def _detect(job, config, images, writer, message, percent, sources):
         raise DetectionError("precision=int8 needs a model that molds every tile to one "
                              "shape (resize_mode square); <{}> has resize_mode {}".format(
                                  job.model, config.resize_mode))
-    if job.precision != "float32":
+    if precision == "int8":
+        from maskrcnnlib.model.inference import heads_policy
+
+        message("precision=int8: backbone, FPN and RPN compute in 8-bit integers (ONNX "
+                "Runtime), the heads in {}".format(
+                    "bfloat16" if heads_policy() == "mixed_bfloat16" else "float32"))
+    elif job.precision != "float32":
         message("{}: the network computes in {}".format(reason, precision))
     compiled = None  # the Detector's choice: compiled on a CPU in square mode
     if not _on_gpu(devices) and precision == "float32" and config.resize_mode == "square":

@@ -166,8 +166,8 @@ class Detector:
     FPN, RPN) in 8-bit integers by ONNX Runtime (model.quantized: exported and
     quantized at the first run, calibrated on the images given to calibrate() or else
     on that run's images, kept in a cache folder for later runs), the heads in
-    bfloat16 where the CPU has native bfloat16, else float32; one CPU device, not
-    compiled. Mask AP within 0.01 of float32 on a trained model (a test).
+    bfloat16 where the CPU has native bfloat16, else float32; one CPU device,
+    resize_mode square, not compiled. Mask AP within 0.01 of float32 on a trained model (a test).
     compiled: run the dense part (backbone, FPN, RPN) compiled by XLA, with the large
     3x3 convs of the backbone, FPN and RPN by Winograd (model.winograd) on kernels
     transformed beforehand (WinogradDense, a rewrite of the built model's dense part
@@ -229,11 +229,10 @@ class Detector:
             # per physical core, which halves them on a machine of 2 hyperthreads)
             threads = (tf.config.threading.get_intra_op_parallelism_threads()
                        or len(os.sched_getaffinity(0)))
-            self._int8 = QuantizedDense(self._float_dense, flags, threads)
+            self._int8 = QuantizedDense(self._dense_model, flags, threads)
             heads = self._heads
             self._run_heads = tf.function(lambda inputs: heads(inputs, training=False),
                                           reduce_retracing=True)
-            self._intermediate = intermediate
         if self.compiled:
             dense, self._heads, self._sources = split_inference_model(self.model)
             self._winograd = WinogradDense(
@@ -297,15 +296,6 @@ class Detector:
             self._winograd.drop()
         if self._int8 is not None:
             self._int8.drop()
-
-    def _float_dense(self):
-        """The dense part in float32 with the current weights (int8's export)."""
-        if self.policy == "float32":
-            return self._dense_model
-        with dtype_policy("float32"):
-            model = build_inference_model(self.config, intermediate=self._intermediate)
-        model.set_weights(self.model.get_weights())
-        return split_inference_model(model)[0]
 
     def calibrate(self, images):
         """precision int8: calibrate the activations' 8-bit ranges on these images

@@ -1,7 +1,8 @@
 """The dense part (backbone, FPN, RPN) in 8-bit integers on the CPU, by ONNX Runtime.
 
 A Detector with precision="int8" runs its dense part here and its heads in
-TensorFlow. The float32 dense part is exported to ONNX (tf2onnx), then quantized by
+TensorFlow. The dense part is written as a float32 ONNX graph (model.onnxexport),
+then quantized by
 ONNX Runtime's static quantization: weights as signed 8-bit integers per output
 channel, activations as unsigned 8-bit integers with one scale per tensor, the
 scales from the largest and smallest values each tensor takes on calibration
@@ -36,9 +37,7 @@ def missing_packages():
     """The packages int8 needs that this Python cannot import (names for pip)."""
     import importlib.util
 
-    return [pip for module, pip in (("onnxruntime", "onnxruntime"), ("onnx", "onnx"),
-                                    ("tf2onnx", "tf2onnx"))
-            if importlib.util.find_spec(module) is None]
+    return [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
 
 
 def cache_dir(environ=None):
@@ -69,9 +68,8 @@ def weights_digest(model, input_shape):
     """A digest of a dense model's weights (names, shapes, values) and the molded
     input's [height, width, bands], with the exporting packages' versions."""
     digest = hashlib.sha256()
-    digest.update(repr((FORMAT, tuple(int(v) for v in input_shape),
-                        _version("tf2onnx"), _version("onnxruntime"),
-                        _version("tensorflow-cpu"), _version("tensorflow"))).encode())
+    digest.update(repr((FORMAT, tuple(int(v) for v in input_shape), _version("onnx"),
+                        _version("onnxruntime"))).encode())
     for variable in model.weights:
         value = np.ascontiguousarray(np.asarray(variable), dtype=np.float32)
         digest.update(repr((variable.path, value.shape)).encode())
@@ -90,22 +88,27 @@ def images_digest(images):
 
 
 def export_onnx(dense, input_shape, path):
-    """Write a float32 dense model as ONNX, batch size free, input [B, H, W, bands]."""
-    import tensorflow as tf
-    import tf2onnx
+    """Write a dense model as float32 ONNX (model.onnxexport), batch size free."""
+    import onnx
 
-    spec = tf.TensorSpec((None,) + tuple(int(v) for v in input_shape), tf.float32,
-                         name=INPUT_NAME)
-    function = tf.function(lambda image: dense(image, training=False), input_signature=[spec])
-    tf2onnx.convert.from_function(function, input_signature=[spec], opset=17,
-                                  output_path=path)
+    from maskrcnnlib.model.onnxexport import dense_to_onnx
+
+    onnx.save_model(dense_to_onnx(dense, input_shape), path)
 
 
 class _Images:
-    """ONNX Runtime's calibration reader over molded images, one at a time."""
+    """ONNX Runtime's calibration reader over molded images, one at a time, in the
+    ranges quantize_static asks for (set_range)."""
 
     def __init__(self, images):
-        self._items = iter(images)
+        self._images = images
+        self.set_range(0, len(images))
+
+    def __len__(self):
+        return len(self._images)
+
+    def set_range(self, start_index, end_index):
+        self._items = iter(self._images[start_index:end_index])
 
     def get_next(self):
         image = next(self._items, None)
@@ -129,7 +132,10 @@ def quantize_onnx(source, target, images, reduce_range):
         quantize_static(prepared, target, _Images(images), quant_format=QuantFormat.QDQ,
                         per_channel=True, reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax,
+                        # ranges merged after each image (set_range), not every
+                        # tensor of every image held until the end
+                        extra_options={"CalibStridedMinMax": 1})
 
 
 def _prune(folder, prefix):
@@ -161,13 +167,13 @@ class QuantizedDense:
     images when first needed, from the cache where it is there, and made anew after
     the Detector's weights change (drop()).
 
-    float_dense: a callable giving the float32 dense keras model with the current
-    weights (only called when the export is not cached). threads: ONNX Runtime's
+    dense: the Detector's dense keras model (maskrcnn.split_inference_model; its
+    weights are read as float32 whatever its dtype policy). threads: ONNX Runtime's
     intra-op threads (None: its default, one per physical core).
     """
 
-    def __init__(self, float_dense, flags, threads=None):
-        self._float_dense = float_dense
+    def __init__(self, dense, flags, threads=None):
+        self._dense = dense
         self.reduce_range = not has_vnni(flags)
         self._threads = threads
         self._session = None
@@ -213,7 +219,7 @@ class QuantizedDense:
         if shapes != {tuple(input_shape)}:
             raise ValueError("calibration images mold to {}, the batch to {}".format(
                 sorted(shapes), tuple(input_shape)))
-        dense = self._float_dense()
+        dense = self._dense
         key = weights_digest(dense, input_shape)
         name = "int8-{}-{}-{}.onnx".format(key, images_digest(self._calibration),
                                            "r7" if self.reduce_range else "r8")
@@ -243,6 +249,10 @@ class QuantizedDense:
             if self._threads:
                 options.intra_op_num_threads = int(self._threads)
             options.inter_op_num_threads = 1
+            # TensorFlow's heads run next on the same cores: ONNX Runtime's threads
+            # sleep instead of spinning between its ops (heads 3 to 7 % faster on the
+            # Zen 4, docs/benchmarks.md)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = onnxruntime.InferenceSession(os.path.join(folder, name), options,
                                                    providers=["CPUExecutionProvider"])
         finally:
