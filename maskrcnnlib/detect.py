@@ -456,10 +456,11 @@ def tiles_per_image(images, tile_size, overlap):
         yield tiles_meeting(grid, *cells_within(common, region))
 
 
-def calibration_tiles(bands, job, pad_to, count=CALIBRATION_TILES):
-    """Up to `count` tiles of one image, evenly spread over the region's grid (in
-    reading order), that have data, prepared as detect_tile_row prepares them: the
-    images an int8 detector calibrates its activations' ranges on."""
+def calibration_tiles(images, job, pad_to, count=CALIBRATION_TILES):
+    """Up to `count` tiles with data, prepared as detect_tile_row prepares them: the
+    images an int8 detector calibrates its activations' ranges on. The tiles are
+    spread evenly over the region's grid (in reading order); each image (band list)
+    in turn gives those of them where it has data, until there are `count`."""
     from maskrcnnlib.grassio.rasters import read_tile_rows
     from maskrcnnlib.grassio.region import region_info
     from maskrcnnlib.tiling import tile_grid
@@ -470,10 +471,14 @@ def calibration_tiles(bands, job, pad_to, count=CALIBRATION_TILES):
     chosen = sorted(set(np.linspace(0, len(tiles) - 1, min(count, len(tiles)))
                         .round().astype(int)))
     samples = []
-    for read in read_tile_rows(bands, ([tiles[i]] for i in chosen)):
-        for _, image, valid in read:
-            if valid.any():
-                samples.append(_padded(_as_8bit(image) if pad_to is None else image, pad_to))
+    for bands in images:
+        for read in read_tile_rows(bands, ([tiles[i]] for i in chosen)):
+            for _, image, valid in read:
+                if valid.any() and len(samples) < count:
+                    samples.append(_padded(_as_8bit(image) if pad_to is None else image,
+                                           pad_to))
+        if len(samples) == count:
+            break
     return samples
 
 
@@ -530,11 +535,8 @@ def _detect(job, config, images, writer, message, percent, sources):
     # card-less (2018) models mold each tile as the 2018 tool molded its images;
     # ours pad edge tiles to tile_size as training chips were
     pad_to = None if read_card(job.model) is None else job.tile_size
-    if precision == "int8":
-        samples = calibration_tiles(images[0], job, pad_to)
-        if not samples:
-            raise DetectionError("precision=int8: no tile of <{}> in the region has data "
-                                 "to calibrate on".format(",".join(images[0])))
+    samples = calibration_tiles(images, job, pad_to) if precision == "int8" else []
+    if samples:  # int8, and a tile has data (else nothing will run)
         started = time.perf_counter()
         detector.calibrate(samples)
         message("precision=int8: calibrated on {} tiles spread over the region; {} "

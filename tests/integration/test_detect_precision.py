@@ -3,6 +3,7 @@ finds, with nearly the same outlines and scores; auto picks by the CPU; int8's m
 is kept for the next run (issue 20, item 3)."""
 import re
 
+import numpy as np
 import pytest
 
 from maskrcnnlib.detect import detection_precision
@@ -91,3 +92,30 @@ def test_auto_is_bfloat16_on_cpus_with_native_bfloat16_only(flags, devices, expe
     assert detection_precision("bfloat16", devices, flags)[0] == "bfloat16"
     with pytest.raises(DetectionError, match="precision must be"):
         detection_precision("half", devices, flags)
+
+
+def test_int8_calibration_tiles_are_spread_and_taken_from_each_image(grass_session):
+    """Tiles evenly spread over a 3 x 3 grid; an image with data in one corner gives
+    that tile only, the next image the rest."""
+    import types
+
+    import grass.script as gs
+
+    from maskrcnnlib.detect import calibration_tiles
+
+    gs.run_command("g.region", n=512, s=0, w=0, e=512, res=2)  # 256 x 256 cells
+    gs.mapcalc("calib_corner = if(row() <= 64 && col() <= 64, 7, null())", overwrite=True)
+    gs.mapcalc("calib_full = row() + 1000 * col()", overwrite=True)
+    job = types.SimpleNamespace(tile_size=128, overlap=32)  # tiles at 0, 96, 128
+    found = calibration_tiles([["calib_corner"], ["calib_full"]], job, pad_to=128, count=5)
+    assert len(found) == 5 and all(image.shape == (128, 128, 1) for image in found)
+    assert np.all(found[0][:64, :64] == 7) and np.all(found[0][64:] == 0)
+    # of the 9 tiles, indices round(linspace(0, 8, 5)) = 0, 2, 4, 6, 8: their first
+    # cells (row, col) are (0, 0), (0, 128), (96, 96), (128, 0), (128, 128) (the last
+    # tile of a row or column ends at the region's edge)
+    firsts = [(int(image[0, 0, 0]) % 1000 - 1, int(image[0, 0, 0]) // 1000 - 1)
+              for image in found[1:]]
+    assert firsts == [(0, 0), (0, 128), (96, 96), (128, 0)]
+    assert calibration_tiles([["calib_corner"]], job, pad_to=128, count=5)[0].shape \
+        == (128, 128, 1)
+    assert len(calibration_tiles([["calib_corner"]], job, pad_to=128, count=5)) == 1

@@ -173,6 +173,9 @@ def test_onnx_dense_part_equals_keras():
     from maskrcnnlib.model.maskrcnn import build_inference_model, split_inference_model
     from maskrcnnlib.model.onnxexport import dense_to_onnx
 
+    import keras
+
+    keras.utils.set_random_seed(5)
     config = small_config()
     model = build_inference_model(config)
     rng = np.random.default_rng(5)
@@ -183,14 +186,16 @@ def test_onnx_dense_part_equals_keras():
     session = onnxruntime.InferenceSession(
         dense_to_onnx(dense, (128, 128, 3)).SerializeToString(),
         providers=["CPUExecutionProvider"])
-    images = rng.normal(0, 50, (2, 128, 128, 3)).astype(np.float32)
+    images = rng.normal(0, 1, (2, 128, 128, 3)).astype(np.float32)
     expected = [np.asarray(v) for v in dense(images, training=False)]
     found = session.run(None, {"input_image": images})
     assert [v.shape for v in found] == [v.shape for v in expected]
-    for a, b in zip(found, expected):
-        # maps reach 1e5 with these weights: float32 rounding in another summation
-        # order moves logits by 1e-3 and so the RPN's probabilities by up to 6e-4
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=max(1e-4 * np.abs(b).max(), 2e-3))
+    for a, b in zip(found[:-2] + found[-1:], expected[:-2] + expected[-1:]):  # maps and box deltas
+        # these reach 1e3: float32 sums in another order differ by ~4e-6 of that
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5 * np.abs(b).max())
+    # the RPN's probabilities: a logit of ~1e3 moved by 4e-3 moves its softmax by up
+    # to 1e-3 (measured 5e-4, 7e-4 without ONNX Runtime's graph optimizations)
+    np.testing.assert_allclose(found[-2], expected[-2], atol=2e-3)
 
 
 def test_same_padding_as_tensorflow_pads():
