@@ -115,6 +115,9 @@ def main():
                         help="score_threshold of the detection runs; the figure shows "
                         "the detections at the one with the best F1")
     parser.add_argument("--model", help="detect with this checkpoint instead of training")
+    parser.add_argument("--precision", default="float32",
+                        help="precision= of the detection runs (float32, bfloat16, auto, "
+                        "int8): the accuracy of each on real imagery")
     parser.add_argument("--work", help="keep the project, logs and maps here")
     args = parser.parse_args()
     thresholds = [float(value) for value in args.thresholds.split(",")]
@@ -146,7 +149,7 @@ def main():
                 DETECT, "--overwrite", input="atlanta", model=model, output=output,
                 tile_size=args.tile_size, overlap=args.tile_size // 4,
                 score_threshold=threshold, reference="buildings", report=report,
-                nprocs=2)
+                nprocs=2, precision=args.precision)
             with open(report) as stream:
                 found[threshold] = (output, json.load(stream)["F1"])
             print("\ndetect score_threshold={} ({:.0f} s):\n{}".format(
