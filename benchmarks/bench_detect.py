@@ -25,13 +25,16 @@ sizes use that cache, as a user's runs after their first, and run compiled at ev
 size (a small raster would otherwise run uncompiled, and the ratios of memory and
 time would compare two paths). With --compile-both each size also runs compiled and
 uncompiled (MASKRCNN_COMPILE_FROM_TILES 0 and 1e9), which shows where compiling
-starts to pay.
+starts to pay. With --int8 each size also runs with precision=int8 (its cache of
+ONNX models in a folder of the run: the one-tile start-up runs with it empty, then
+with what it left; each size calibrates on its own tiles, so it quantizes anew from
+the cached export), against the compiled float32 run.
 
 Without --model, a small ResNet-18 learns the shapes first (as the tests'
 shapes_model, about 3 minutes on 2 cores) and is cached in
 ~/.cache/i.ann.maskrcnn/bench-detect/.
 
-    python benchmarks/bench_detect.py [--sizes 1500,6000] [--tile-size 512]
+    python benchmarks/bench_detect.py [--sizes 1500,6000] [--tile-size 512] [--int8]
 
 Run with the project's environment (tools/setup.sh) first on PATH, or its python.
 """
@@ -155,7 +158,8 @@ def network_seconds_per_tile(model, tile_size, runs=5):
     return float(np.median(times))
 
 
-def run_module(size, bands, model, args, log, output=None, compile_from=None):
+def run_module(size, bands, model, args, log, output=None, compile_from=None,
+               precision="float32"):
     """The module over the current region; compile_from: MASKRCNN_COMPILE_FROM_TILES
     (None: the module's default)."""
     env = dict(os.environ)
@@ -165,7 +169,8 @@ def run_module(size, bands, model, args, log, output=None, compile_from=None):
     command = [sys.executable, "-c", WRAPPER, log, DETECT, "input=" + ",".join(bands),
                "model=" + model, "output=" + (output or "found{}".format(size)),
                "tile_size={}".format(args.tile_size), "overlap={}".format(args.overlap),
-               "batch_size={}".format(args.batch_size), "--overwrite"]
+               "batch_size={}".format(args.batch_size), "precision=" + precision,
+               "--overwrite"]
     result = json.loads(subprocess.run(command, capture_output=True, text=True,
                                        check=True, env=env).stdout)
     if result["rc"] != 0:
@@ -189,6 +194,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile-both", action="store_true",
                         help="run each size compiled and uncompiled as well")
+    parser.add_argument("--int8", action="store_true",
+                        help="run each size (and the one tile) with precision=int8 too")
     parser.add_argument("--model", help="a .h5 with its card (default: train the shapes "
                         "model once, cached)")
     args = parser.parse_args()
@@ -208,11 +215,21 @@ def main():
 
         os.environ["MASKRCNN_XLA_CACHE"] = os.path.join(folder, "xla")
         os.environ.pop("TF_XLA_FLAGS", None)
+        os.environ["MASKRCNN_INT8_CACHE"] = os.path.join(folder, "int8")
         bands = make_scene(SMALLEST)
         gs.run_command("g.region", n=SMALLEST, s=SMALLEST - args.tile_size, w=0,
                        e=args.tile_size, res=1)
         startup = {}
-        for state in ("cold", "warm", "default"):
+        states = ("cold", "warm", "default") + (("int8 cold", "int8 warm") if args.int8 else ())
+        for state in states:
+            if state.startswith("int8"):
+                log = os.path.join(folder, "detect_one_tile_{}.log".format(state[5:]))
+                startup[state] = run_module(args.tile_size, bands, model, args, log,
+                                            output="one_tile_int8", precision="int8")["seconds"]
+                print("one tile, int8, {}: {:.1f} s".format(
+                    "empty int8 cache" if state.endswith("cold") else "its cache",
+                    startup[state]), flush=True)
+                continue
             log = os.path.join(folder, "detect_one_tile_{}.log".format(state))
             startup[state] = run_module(args.tile_size, bands, model, args, log,
                                         output="one_tile_" + state,
@@ -247,6 +264,17 @@ def main():
                       "compiled / uncompiled {4:.2f}".format(
                           size, row["tiles"], row["compiled"], row["plain"],
                           row["compiled"] / row["plain"]), flush=True)
+            if args.int8:
+                log = os.path.join(folder, "detect_{}_int8.log".format(size))
+                result8 = run_module(size, bands, model, args, log, precision="int8",
+                                     output="found{}_int8".format(size))
+                row.update(int8=result8["seconds"], int8_peak_kib=result8["peak_kib"],
+                           int8_areas=gs.vector_info_topo("found{}_int8".format(
+                               size))["areas"])
+                print("{0}x{0}, {1} tiles: int8 {2:.1f} s, peak {3:.0f} MiB, {4} areas; "
+                      "int8 / float32 compiled {5:.2f}".format(
+                          size, row["tiles"], row["int8"], row["int8_peak_kib"] / 1024,
+                          row["int8_areas"], row["int8"] / result["seconds"]), flush=True)
             rows.append(row)
             print("{0}x{0}: {1:.1f} s, peak {2:.0f} MiB, {3} areas ({4} objects drawn)".format(
                 size, result["seconds"], result["peak_kib"] / 1024, topology["areas"],
@@ -279,6 +307,12 @@ def main():
           "network alone {:.2f} s".format(
               startup["cold"], startup["warm"], startup["warm"] / startup["cold"],
               startup["default"], startup["default"] / startup["warm"], per_tile))
+    if args.int8:
+        print("int8: the module over one tile {:.1f} s with an empty int8 cache, {:.1f} s "
+              "with its cache; int8 / float32 compiled: {}".format(
+                  startup["int8 cold"], startup["int8 warm"], ", ".join(
+                      "{} tiles {:.2f}".format(row["tiles"], row["int8"] / row["seconds"])
+                      for row in rows)))
     if args.compile_both:
         print("module compiled / uncompiled (the better of two runs each): " + ", ".join(
             "{} tiles {:.2f}".format(row["tiles"], row["compiled"] / row["plain"])

@@ -502,13 +502,7 @@ def _detect(job, config, images, writer, message, percent, sources):
         raise DetectionError("precision=int8 needs a model that molds every tile to one "
                              "shape (resize_mode square); <{}> has resize_mode {}".format(
                                  job.model, config.resize_mode))
-    if precision == "int8":
-        from maskrcnnlib.model.inference import heads_policy
-
-        message("precision=int8: backbone, FPN and RPN compute in 8-bit integers (ONNX "
-                "Runtime), the heads in {}".format(
-                    "bfloat16" if heads_policy() == "mixed_bfloat16" else "float32"))
-    elif job.precision != "float32":
+    if job.precision != "float32" and precision != "int8":
         message("{}: the network computes in {}".format(reason, precision))
     compiled = None  # the Detector's choice: compiled on a CPU in square mode
     if not _on_gpu(devices) and precision == "float32" and config.resize_mode == "square":
@@ -525,6 +519,10 @@ def _detect(job, config, images, writer, message, percent, sources):
                         tiles, math.ceil(threshold / tile_work(config, 1, job.flips)),
                         COMPILE_VARIABLE, threshold))
     detector = Detector(config, devices=devices, precision=precision, compiled=compiled)
+    if precision == "int8":
+        message("precision=int8: backbone, FPN and RPN compute in 8-bit integers (ONNX "
+                "Runtime), the heads in {}".format(
+                    "bfloat16" if detector.policy == "mixed_bfloat16" else "float32"))
     if detector.replicas > 1:
         message("Detecting on {} GPUs, {} tiles each per step".format(
             detector.replicas, job.batch_size))

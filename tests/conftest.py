@@ -16,29 +16,30 @@ sys.path.insert(0, str(ROOT))  # maskrcnnlib from the source tree
 sys.path.insert(0, str(ROOT / "tests"))  # tests/support
 
 
+def _session_folder(variable, tmp_path_factory):
+    """The environment variable `variable` naming a folder of this test session while
+    it runs (unless already set), for the tests and the modules they run."""
+    if variable in os.environ:
+        yield os.environ[variable]
+        return
+    os.environ[variable] = str(tmp_path_factory.mktemp(variable.lower()))
+    yield os.environ[variable]
+    del os.environ[variable]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def xla_cache(tmp_path_factory):
     """XLA's compilation cache (maskrcnnlib.compilecache) in a folder of this test
-    session, for the tests and the modules they run: nothing read from or left in
-    the user's cache, and detectors of one shape compile once per session."""
-    if "MASKRCNN_XLA_CACHE" in os.environ:
-        yield os.environ["MASKRCNN_XLA_CACHE"]
-        return
-    os.environ["MASKRCNN_XLA_CACHE"] = str(tmp_path_factory.mktemp("xla_cache"))
-    yield os.environ["MASKRCNN_XLA_CACHE"]
-    del os.environ["MASKRCNN_XLA_CACHE"]
+    session: nothing read from or left in the user's cache, and detectors of one
+    shape compile once per session."""
+    yield from _session_folder("MASKRCNN_XLA_CACHE", tmp_path_factory)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def int8_cache(tmp_path_factory):
     """precision=int8's cache of exported and quantized models
     (maskrcnnlib.model.quantized) in a folder of this test session, likewise."""
-    if "MASKRCNN_INT8_CACHE" in os.environ:
-        yield os.environ["MASKRCNN_INT8_CACHE"]
-        return
-    os.environ["MASKRCNN_INT8_CACHE"] = str(tmp_path_factory.mktemp("int8_cache"))
-    yield os.environ["MASKRCNN_INT8_CACHE"]
-    del os.environ["MASKRCNN_INT8_CACHE"]
+    yield from _session_folder("MASKRCNN_INT8_CACHE", tmp_path_factory)
 
 
 def grass_config(key):

@@ -72,3 +72,15 @@ def is_multi_worker(strategy):
     """
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
         strategy.extended._in_multi_worker_mode()
+
+
+def walk_functional(model, inputs, operation_fn):
+    """Run a functional Keras model's graph layer by layer on stand-in values: for
+    each layer, in order, operation_fn(layer)(*its inputs) gives its outputs; returns
+    the model's outputs. model.onnxexport writes the dense part as ONNX this way.
+
+    Keras walks its graph in the private `_run_through_graph(inputs, operation_fn)`
+    (Functional.call calls it); no public API hands out the layer calls in order with
+    their connections. Checked on Keras 3.15.1 / TensorFlow 2.21.0.
+    """
+    return model._run_through_graph(inputs, operation_fn=operation_fn)

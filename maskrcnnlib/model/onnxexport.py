@@ -21,6 +21,8 @@ import math
 import keras
 import numpy as np
 
+from maskrcnnlib.model.compat import walk_functional
+
 INPUT_NAME = "input_image"
 OPSET = 17
 
@@ -87,7 +89,7 @@ class _Writer:
         """The _Value(s) a layer gives for these input values."""
         kind = type(layer).__name__
         if isinstance(layer, keras.Model):
-            return layer._run_through_graph(inputs, operation_fn=self.operation)
+            return walk_functional(layer, inputs, self.operation)
         handler = getattr(self, "_" + kind, None)
         if handler is None or (kind == "BatchNorm" and layer.train_bn is True):
             raise ValueError("cannot write layer {} ({}) as ONNX".format(layer.name, kind))
@@ -205,8 +207,7 @@ def dense_to_onnx(dense, input_shape):
     writer = _Writer()
     first = _Value(writer.node("Transpose", [INPUT_NAME], "input_nchw", perm=[0, 3, 1, 2]),
                    (None, height, width, bands))
-    outputs = keras.tree.flatten(dense._run_through_graph([first],
-                                                          operation_fn=writer.operation))
+    outputs = keras.tree.flatten(walk_functional(dense, [first], writer.operation))
     graph_outputs = []
     for index, value in enumerate(outputs):
         name = "output_{}".format(index)

@@ -195,10 +195,6 @@ class QuantizedDense:
         self._session = None
         self._session = self._load(images[0].shape)
 
-    @property
-    def calibrated(self):
-        return self._calibration is not None
-
     def run(self, molded):
         """The dense outputs (numpy, float32) of a molded batch."""
         if self._session is None:
@@ -236,7 +232,9 @@ class QuantizedDense:
                 os.utime(os.path.join(folder, name))  # recently used: kept by _prune
             else:
                 self.origin = "export cached"
-                if not os.path.exists(os.path.join(folder, exported)):
+                if os.path.exists(os.path.join(folder, exported)):
+                    os.utime(os.path.join(folder, exported))
+                else:
                     self.origin = "made"
                     _write_atomically(folder, exported,
                                       lambda path: export_onnx(dense, input_shape, path))

@@ -21,6 +21,15 @@ def found(name):
     return [(rows[cat][1], float(rows[cat][3]), cells[cat]) for cat in cells]
 
 
+def assert_twins(reference, other, score_within):
+    """Each object of reference [(class, score, cells)] has one twin in other: an
+    outline overlapping at IoU >= 0.8, the same class, a score within score_within."""
+    for kind, score, cells in reference:
+        twins = [(k, s, c) for k, s, c in other if len(cells & c) >= 0.8 * len(cells | c)]
+        assert len(twins) == 1, (kind, score, len(cells))
+        assert twins[0][0] == kind and abs(twins[0][1] - score) <= score_within
+
+
 def test_bfloat16_finds_what_float32_finds(run_module, shapes_model, seam_scene):
     bands, objects = seam_scene
     runs = {}
@@ -35,15 +44,11 @@ def test_bfloat16_finds_what_float32_finds(run_module, shapes_model, seam_scene)
         else:
             assert "precision" not in said(result)
     assert len(runs["float32"]) == len(objects) == len(runs["bfloat16"])
-    for kind, score, cells in runs["float32"]:
-        # its bfloat16 twin: same class, outline overlapping at IoU >= 0.8, score within
-        # 0.02. These objects have 400 cells and a boundary of about 70: bfloat16's
-        # rounding moves boundary cells (a disk matched at IoU 0.888 on a Zen 4, 0.9 and
-        # more on a Zen 5); mask AP is compared in test_precision.py
-        twins = [(k, s, c) for k, s, c in runs["bfloat16"]
-                 if len(cells & c) >= 0.8 * len(cells | c)]
-        assert len(twins) == 1, (kind, score, len(cells))
-        assert twins[0][0] == kind and abs(twins[0][1] - score) <= 0.02
+    # each object's bfloat16 twin: same class, outline overlapping at IoU >= 0.8, score
+    # within 0.02. These objects have 400 cells and a boundary of about 70: bfloat16's
+    # rounding moves boundary cells (a disk matched at IoU 0.888 on a Zen 4, 0.9 and
+    # more on a Zen 5); mask AP is compared in test_precision.py
+    assert_twins(runs["float32"], runs["bfloat16"], score_within=0.02)
 
 
 def test_int8_finds_what_float32_finds_and_is_kept(run_module, shapes_model, seam_scene):
@@ -66,11 +71,7 @@ def test_int8_finds_what_float32_finds_and_is_kept(run_module, shapes_model, sea
             assert "the int8 model of an earlier run with these tiles" in said(result)
     assert runs["int8"] == runs["int8_again"]
     assert len(runs["float32"]) == len(objects) == len(runs["int8"])
-    for kind, score, cells in runs["float32"]:
-        twins = [(k, s, c) for k, s, c in runs["int8"]
-                 if len(cells & c) >= 0.8 * len(cells | c)]
-        assert len(twins) == 1, (kind, score, len(cells))
-        assert twins[0][0] == kind and abs(twins[0][1] - score) <= 0.05
+    assert_twins(runs["float32"], runs["int8"], score_within=0.05)
 
 
 def test_int8_is_refused_on_gpus():

@@ -35,15 +35,46 @@ def model_built_under_a_strategy():
         return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
 
 
+def functional_model():
+    inputs = keras.Input((1,))
+    return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+
 @pytest.mark.parametrize("owner,name,parameters", [
     (lambda: keras.Model, "_maybe_symbolic_build", ("iterator", "data_batch")),
     (lambda: keras.optimizers.SGD, "_all_reduce_sum_gradients", ("grads_and_vars",)),
     (model_built_under_a_strategy, "_distribute_strategy", ()),
     (lambda: tf.distribute.get_strategy().extended, "_in_multi_worker_mode", ()),
+    (functional_model, "_run_through_graph", ("inputs", "operation_fn")),
 ], ids=["Model._maybe_symbolic_build", "SGD._all_reduce_sum_gradients",
-        "Model._distribute_strategy", "StrategyExtended._in_multi_worker_mode"])
+        "Model._distribute_strategy", "StrategyExtended._in_multi_worker_mode",
+        "Functional._run_through_graph"])
 def test_the_private_name_exists(owner, name, parameters):
     require(owner(), name, parameters)
+
+
+def test_walk_functional_calls_each_layer_on_its_inputs_in_order():
+    """Stand-in values (strings) through a small graph with a nested model and a
+    layer taking a list: each layer is asked for once, with its inputs' values."""
+    inner_input = keras.Input((2,))
+    inner = keras.Model(inner_input, keras.layers.Dense(2, name="d2")(inner_input),
+                        name="inner")
+    x = keras.Input((2,))
+    a = keras.layers.Dense(2, name="d1")(x)
+    out = keras.layers.Add(name="add")([inner(a), a])
+    model = keras.Model(x, out)
+    calls = []
+
+    def operation(layer):
+        def run(*args, **kwargs):
+            calls.append((layer.name, args[0]))
+            if isinstance(layer, keras.Model):
+                return compat.walk_functional(layer, args, operation)
+            return "{}({})".format(layer.name, args[0])
+        return run
+
+    assert compat.walk_functional(model, ["x"], operation) == "add(['d2(d1(x))', 'd1(x)'])"
+    assert [name for name, _ in calls] == ["d1", "inner", "d2", "add"]
 
 
 def test_keras_builds_on_the_batch_our_hook_gives(monkeypatch):

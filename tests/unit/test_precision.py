@@ -9,6 +9,7 @@ import pytest
 from maskrcnnlib.model.training import (build_trainer, compute_precision, cpu_flags,
                                         make_optimizer)
 from support.models import small_config
+from support.precision import mask_ap, unseen_scenes
 from support.shapes import shapes_scene
 
 ZEN5 = {"fpu", "avx2", "avx512f", "avx512_bf16", "avx512_vnni"}
@@ -123,27 +124,12 @@ def test_bfloat16_inference_keeps_the_mask_ap_of_float32(shapes_model):
     threshold moves that AP by more than 0.01 (8 scenes, 25 objects, on a Zen 4 EPYC:
     AP75 0.358 against 0.394 from one object; on these 40 scenes 0.360 against 0.365,
     mAP 0.488 against 0.481)."""
-    from maskrcnnlib.evaluate import ImageInstances, evaluate
-    from maskrcnnlib.modelcard import config_for_weights
-    from maskrcnnlib.model.inference import Detector
-
-    config = config_for_weights(str(shapes_model))
-    rng = np.random.default_rng(77)
-    scenes = [shapes_scene(rng, class_colors=True) for _ in range(40)]
-    references = [ImageInstances(masks, ids) for _, masks, ids in scenes]
-    assert sum(len(r.class_ids) for r in references) > 100  # AP steps under 0.01
+    scenes = unseen_scenes()
+    assert sum(len(ids) for _, _, ids in scenes) > 100  # AP steps under 0.01
     figures = {}
     for precision in ("float32", "bfloat16"):
-        detector = Detector(config, precision=precision)
-        detector.load_weights(str(shapes_model))
+        figures[precision], detector = mask_ap(shapes_model, precision, scenes)
         assert not (precision == "bfloat16" and detector.compiled)
-        results = []
-        for start in range(0, len(scenes), 8):
-            results += detector.detect([image for image, _, _ in scenes[start:start + 8]])
-        assert all(r["scores"].dtype == np.float32 for r in results)
-        figures[precision] = evaluate(
-            [ImageInstances(r["masks"], r["class_ids"], r["scores"]) for r in results],
-            references)
     print(figures)
     assert figures["float32"]["AP50"] >= 0.9, figures  # a model worth comparing
     for key in ("AP50", "AP75", "mAP"):

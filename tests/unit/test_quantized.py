@@ -8,6 +8,7 @@ import pytest
 
 from maskrcnnlib.model import quantized
 from support.models import small_config
+from support.precision import mask_ap, unseen_scenes
 from support.shapes import shapes_scene
 
 
@@ -15,30 +16,13 @@ def test_int8_inference_keeps_the_mask_ap_of_float32(shapes_model):
     """The trained shapes model on the 40 unseen scenes of the bfloat16 test (112
     objects), float32 (the compiled CPU path) against int8 calibrated on 8 other
     scenes: int8's mask AP50, AP75 and mAP at most 0.01 below float32's."""
-    from maskrcnnlib.evaluate import ImageInstances, evaluate
-    from maskrcnnlib.modelcard import config_for_weights
-    from maskrcnnlib.model.inference import Detector
-
-    config = config_for_weights(str(shapes_model))
-    rng = np.random.default_rng(77)
-    scenes = [shapes_scene(rng, class_colors=True) for _ in range(40)]
+    scenes = unseen_scenes()
     others = np.random.default_rng(123)
     calibration = [shapes_scene(others, class_colors=True)[0] for _ in range(8)]
-    references = [ImageInstances(masks, ids) for _, masks, ids in scenes]
     figures = {}
-    for precision in ("float32", "int8"):
-        detector = Detector(config, precision=precision)
-        detector.load_weights(str(shapes_model))
-        if precision == "int8":
-            detector.calibrate(calibration)
-            assert not detector.compiled
-        results = []
-        for start in range(0, len(scenes), 8):
-            results += detector.detect([image for image, _, _ in scenes[start:start + 8]])
-        assert all(r["scores"].dtype == np.float32 for r in results)
-        figures[precision] = evaluate(
-            [ImageInstances(r["masks"], r["class_ids"], r["scores"]) for r in results],
-            references)
+    figures["float32"], _ = mask_ap(shapes_model, "float32", scenes)
+    figures["int8"], detector = mask_ap(shapes_model, "int8", scenes, calibration)
+    assert not detector.compiled and detector.int8_origin is not None
     print(figures)
     assert figures["float32"]["AP50"] >= 0.9, figures  # a model worth comparing
     for key in ("AP50", "AP75", "mAP"):
