@@ -202,7 +202,7 @@ class Detector:
                 len(devices)))
         self.config = config
         self.precision = precision
-        flags = cpu_flags()
+        flags = cpu_flags() if precision == "int8" else None
         self.policy = PRECISIONS[precision] or heads_policy(flags)
         self.strategy = None
         if compiled is not False:
@@ -224,12 +224,12 @@ class Detector:
         self._dense = self._heads = self._winograd = self._int8 = None
         self._largest_batch = 0
         if precision == "int8":
-            self._dense_model, self._heads, self._sources = split_inference_model(self.model)
+            dense, self._heads, self._sources = split_inference_model(self.model)
             # as many threads as TensorFlow's ops use (ONNX Runtime's default is one
             # per physical core, which halves them on a machine of 2 hyperthreads)
             threads = (tf.config.threading.get_intra_op_parallelism_threads()
                        or len(os.sched_getaffinity(0)))
-            self._int8 = QuantizedDense(self._dense_model, flags, threads)
+            self._int8 = QuantizedDense(dense, flags, threads)
             heads = self._heads
             self._run_heads = tf.function(lambda inputs: heads(inputs, training=False),
                                           reduce_retracing=True)
