@@ -175,7 +175,7 @@
 # % key: precision
 # % type: string
 # % label: Numeric precision of the network
-# % description: float32: the same results on every CPU; bfloat16: faster on CPUs with native bfloat16 (AVX512_BF16, AMX), scores and outlines may differ slightly; auto: bfloat16 on such CPUs, else float32; int8: backbone, FPN and RPN in 8-bit integers by ONNX Runtime on the CPU (fastest; calibrated on tiles of the region, the first run of a model and tile size pays a minute of set-up, kept for later runs), the heads as auto
+# % description: float32: the same results on every CPU; bfloat16: faster on CPUs with native bfloat16 (AVX512_BF16, AMX), scores and outlines may differ slightly; auto: bfloat16 on such CPUs, else float32; int8: backbone, FPN and RPN in 8-bit integers by ONNX Runtime on CPUs with VNNI (fastest; calibrated on tiles of the region, the first run of a model and tile size pays a minute of set-up, kept for later runs), the heads as auto
 # % options: float32,bfloat16,auto,int8
 # % answer: float32
 # % guisection: Tiling

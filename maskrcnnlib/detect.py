@@ -498,6 +498,13 @@ def _detect(job, config, images, writer, message, percent, sources):
                                  "requirements.txt): pip install them into the "
                                  "environment of {}".format(" and ".join(missing_packages()),
                                                             sys.executable))
+    if precision == "int8":
+        from maskrcnnlib.model.inference import INT8_NEEDS
+        from maskrcnnlib.model.quantized import has_vnni
+        from maskrcnnlib.model.training import cpu_flags
+
+        if not has_vnni(cpu_flags()):
+            raise DetectionError("precision=" + INT8_NEEDS)
     if precision == "int8" and config.resize_mode != "square":
         raise DetectionError("precision=int8 needs a model that molds every tile to one "
                              "shape (resize_mode square); <{}> has resize_mode {}".format(

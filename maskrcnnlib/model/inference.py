@@ -16,7 +16,7 @@ from maskrcnnlib.model import winograd
 from maskrcnnlib.model.anchors import anchors_for_config
 from maskrcnnlib.model.maskrcnn import build_inference_model, split_inference_model
 from maskrcnnlib.model.molding import mold_input, unmold_detections
-from maskrcnnlib.model.quantized import QuantizedDense
+from maskrcnnlib.model.quantized import QuantizedDense, has_vnni
 from maskrcnnlib.model.training import compute_precision, cpu_flags, dtype_policy
 from maskrcnnlib.model.weights import HEAD_LAYERS, copy_weights, load_weights_h5, save_weights_h5
 
@@ -25,6 +25,11 @@ from maskrcnnlib.model.weights import HEAD_LAYERS, copy_weights, load_weights_h5
 # are float32 either way); int8's keras layers (the heads) take the CPU's fastest
 # float: bfloat16 where it has native bfloat16 instructions (heads_policy).
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "int8": None}
+
+
+INT8_NEEDS = ("int8 needs a CPU with 8-bit dot-product instructions (AVX512-VNNI, "
+              "AVX-VNNI or AMX-INT8; /proc/cpuinfo lists none): without them its "
+              "accuracy is not that of float32; use float32 or bfloat16")
 
 
 def heads_policy(flags=None):
@@ -166,8 +171,8 @@ class Detector:
     FPN, RPN) in 8-bit integers by ONNX Runtime (model.quantized: exported and
     quantized at the first run, calibrated on the images given to calibrate() or else
     on that run's images, kept in a cache folder for later runs), the heads in
-    bfloat16 where the CPU has native bfloat16, else float32; one CPU device,
-    resize_mode square, not compiled. Mask AP within 0.01 of float32 on a trained model (a test).
+    bfloat16 where the CPU has native bfloat16, else float32; one CPU device with
+    VNNI (model.quantized), resize_mode square, not compiled. Mask AP within 0.01 of float32 on a trained model (a test).
     compiled: run the dense part (backbone, FPN, RPN) compiled by XLA, with the large
     3x3 convs of the backbone, FPN and RPN by Winograd (model.winograd) on kernels
     transformed beforehand (WinogradDense, a rewrite of the built model's dense part
@@ -197,12 +202,14 @@ class Detector:
         if precision == "int8" and config.resize_mode != "square":
             raise ValueError("int8 needs resize_mode square (one molded shape), got "
                              + config.resize_mode)
+        flags = cpu_flags() if precision == "int8" else None
+        if precision == "int8" and not has_vnni(flags):
+            raise ValueError(INT8_NEEDS)
         if precision == "int8" and devices and len(devices) > 1:
             raise ValueError("int8 runs on the CPU, one device; got {} devices".format(
                 len(devices)))
         self.config = config
         self.precision = precision
-        flags = cpu_flags() if precision == "int8" else None
         self.policy = PRECISIONS[precision] or heads_policy(flags)
         self.strategy = None
         if compiled is not False:
@@ -229,7 +236,7 @@ class Detector:
             # per physical core, which halves them on a machine of 2 hyperthreads)
             threads = (tf.config.threading.get_intra_op_parallelism_threads()
                        or len(os.sched_getaffinity(0)))
-            self._int8 = QuantizedDense(dense, flags, threads)
+            self._int8 = QuantizedDense(dense, threads)
             heads = self._heads
             self._run_heads = tf.function(lambda inputs: heads(inputs, training=False),
                                           reduce_retracing=True)

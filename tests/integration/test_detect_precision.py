@@ -8,6 +8,8 @@ import pytest
 
 from maskrcnnlib.detect import detection_precision
 from maskrcnnlib.errors import DetectionError
+from maskrcnnlib.model.quantized import has_vnni
+from maskrcnnlib.model.training import cpu_flags
 from test_detect_module import DETECT, object_cells, said, seam_scene, vector_rows  # noqa: F401
 
 pytestmark = pytest.mark.grass
@@ -51,6 +53,8 @@ def test_bfloat16_finds_what_float32_finds(run_module, shapes_model, seam_scene)
     assert_twins(runs["float32"], runs["bfloat16"], score_within=0.02)
 
 
+@pytest.mark.skipif(not has_vnni(cpu_flags()), reason="int8 needs AVX512-VNNI, AVX-VNNI "
+                    "or AMX-INT8")
 def test_int8_finds_what_float32_finds_and_is_kept(run_module, shapes_model, seam_scene):
     bands, objects = seam_scene
     runs = {}

@@ -7,11 +7,19 @@ import numpy as np
 import pytest
 
 from maskrcnnlib.model import quantized
+from maskrcnnlib.model.training import cpu_flags
 from support.models import small_config
 from support.precision import mask_ap, unseen_scenes
 from support.shapes import shapes_scene
 
 
+# int8 runs only on CPUs with 8-bit dot-product instructions (model.quantized)
+needs_vnni = pytest.mark.skipif(not quantized.has_vnni(cpu_flags()),
+                                reason="int8 needs AVX512-VNNI, AVX-VNNI or AMX-INT8")
+ZEN4 = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}
+
+
+@needs_vnni
 def test_int8_inference_keeps_the_mask_ap_of_float32(shapes_model):
     """The trained shapes model on the 40 unseen scenes of the bfloat16 test (112
     objects), float32 (the compiled CPU path) against int8 calibrated on 8 other
@@ -33,6 +41,7 @@ def _files(folder):
     return sorted(name for name in os.listdir(folder) if name.endswith(".onnx"))
 
 
+@needs_vnni
 def test_int8_models_are_cached_and_follow_the_weights(tmp_path, monkeypatch):
     from maskrcnnlib.model.inference import Detector
 
@@ -112,15 +121,21 @@ def test_cache_folder_and_pruning(tmp_path):
     ({"avx2", "avx_vnni"}, True, "float32"),
     ({"avx2", "fma"}, False, "float32"),
 ])
-def test_int8_heads_and_weight_range_by_cpu(flags, vnni, policy):
+def test_int8_heads_and_instructions_by_cpu(flags, vnni, policy):
     from maskrcnnlib.model.inference import heads_policy
 
     assert quantized.has_vnni(flags) == vnni
     assert heads_policy(flags) == policy
 
 
-def test_int8_detector_refusals():
+def test_int8_detector_refusals(monkeypatch):
+    from maskrcnnlib.model import inference
     from maskrcnnlib.model.inference import Detector
+
+    monkeypatch.setattr(inference, "cpu_flags", lambda: {"avx2", "fma"})
+    with pytest.raises(ValueError, match="int8 needs a CPU with 8-bit dot-product"):
+        Detector(small_config(), precision="int8")
+    monkeypatch.setattr(inference, "cpu_flags", lambda: ZEN4)
 
     with pytest.raises(ValueError, match="float32 only"):
         Detector(small_config(), precision="int8", compiled=True)
