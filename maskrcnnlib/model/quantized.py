@@ -2,8 +2,7 @@
 
 A Detector with precision="int8" runs its dense part here and its heads in
 TensorFlow. The dense part is written as a float32 ONNX graph (model.onnxexport),
-then quantized by
-ONNX Runtime's static quantization: weights as signed 8-bit integers per output
+then quantized by ONNX Runtime's static quantization: weights as signed 8-bit integers per output
 channel, activations as unsigned 8-bit integers with one scale per tensor, the
 scales from the largest and smallest values each tensor takes on calibration
 images (molded inputs like the ones to detect). ONNX Runtime then runs the
