@@ -50,15 +50,23 @@ def cpu_key():
 
 def cache_dir(environ=None):
     """The folder for this TensorFlow and CPU, or None where the cache is off."""
+    chosen = user_cache_folder(VARIABLE, "xla", environ)
+    if chosen is None:
+        return None
+    return os.path.join(chosen, "tf{}-{}".format(tensorflow_version(), cpu_key()))
+
+
+def user_cache_folder(variable, leaf, environ=None):
+    """A cache folder of ours: $variable, else $XDG_CACHE_HOME/i.ann.maskrcnn/leaf, else
+    ~/.cache/i.ann.maskrcnn/leaf; None where $variable is 0 (the cache is off)."""
     environ = os.environ if environ is None else environ
-    chosen = environ.get(VARIABLE, "")
+    chosen = environ.get(variable, "")
     if chosen.strip() == "0":
         return None
-    if not chosen:
-        base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                             ".cache")
-        chosen = os.path.join(base, "i.ann.maskrcnn", "xla")
-    return os.path.join(chosen, "tf{}-{}".format(tensorflow_version(), cpu_key()))
+    if chosen:
+        return chosen
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "i.ann.maskrcnn", leaf)
 
 
 def tensorflow_version():

@@ -172,7 +172,8 @@ class Detector:
     quantized at the first run, calibrated on the images given to calibrate() or else
     on that run's images, kept in a cache folder for later runs), the heads in
     bfloat16 where the CPU has native bfloat16, else float32; one CPU device with
-    VNNI (model.quantized), resize_mode square, not compiled. Mask AP within 0.01 of float32 on a trained model (a test).
+    VNNI (model.quantized), resize_mode square, not compiled. Mask AP within 0.01
+    of float32 on a trained model (a test).
     compiled: run the dense part (backbone, FPN, RPN) compiled by XLA, with the large
     3x3 convs of the backbone, FPN and RPN by Winograd (model.winograd) on kernels
     transformed beforehand (WinogradDense, a rewrite of the built model's dense part

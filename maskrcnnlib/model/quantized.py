@@ -45,14 +45,9 @@ def missing_packages():
 
 def cache_dir(environ=None):
     """The cache folder, or None where the cache is off."""
-    environ = os.environ if environ is None else environ
-    chosen = environ.get(VARIABLE, "")
-    if chosen.strip() == "0":
-        return None
-    if chosen:
-        return chosen
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "i.ann.maskrcnn", "int8")
+    from maskrcnnlib.compilecache import user_cache_folder
+
+    return user_cache_folder(VARIABLE, "int8", environ)
 
 
 def has_vnni(flags):
